@@ -1,0 +1,222 @@
+"""Symptom triage from a patient's own words.
+
+Reads text against the protocol's lexicon: every sign whose phrases match (and are not
+negated) is suspected; the days since the last infusion pick a window's condition and
+urgency; combinations of signs escalate; reported temperatures are read as numbers. The
+result's urgency is always the highest of what matched: wording can add alarms, never hide
+one (spelling slips are corrected towards the lexicon, negation reaches only a few words).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from alemwatch.core.lexicon import compile_phrase, normalise, vocabulary
+from alemwatch.protocol.model import URGENCY_RANK, Protocol, Sign
+
+CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
+TEMPERATURE = re.compile(
+    r"(?<![\d.])(\d{2,3}(?:[.,]\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f|celsius|fahrenheit)?(?![\w.])"
+)
+TEMPERATURE_CONTEXT = re.compile(r"\b(temp\w*|fever\w*|thermometer|degrees?|running|celsius|fahrenheit)\b|°|º")
+
+
+@dataclass(frozen=True)
+class Hit:
+    sign: str
+    condition: str
+    urgency: str
+    matched: str
+
+
+@dataclass(frozen=True)
+class Suspected:
+    condition: str
+    urgency: str
+    matched: list[str]
+    signs: list[str]
+
+    def to_json(self) -> dict[str, object]:
+        return {"condition": self.condition, "urgency": self.urgency, "matched": self.matched, "signs": self.signs}
+
+
+@dataclass(frozen=True)
+class TriageResult:
+    urgency: str
+    suspected: list[Suspected]
+    advice: str
+    negated: list[str] = field(default_factory=list)
+    days_since_infusion: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "urgency": self.urgency,
+            "suspected": [s.to_json() for s in self.suspected],
+            "advice": self.advice,
+            "negated": self.negated,
+            "days_since_infusion": self.days_since_infusion,
+        }
+
+
+def _words_regex(phrases: list[str]) -> re.Pattern[str]:
+    ordered = sorted({normalise(p) for p in phrases}, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(re.escape(p) for p in ordered) + r")(?!\w)")
+
+
+class TriageEngine:
+    """Compiled once per protocol; `assess` calls it for every reported symptom."""
+
+    def __init__(self, protocol: Protocol) -> None:
+        triage = protocol.triage
+        self.protocol = protocol
+        self.levels = triage.urgency_levels
+        self.signs = {sign.id: sign for sign in triage.signs}
+        self.patterns = [(sign, [compile_phrase(p) for p in sign.phrases]) for sign in triage.signs]
+        self.cues = _words_regex(triage.negation.cues)
+        self.pseudo = _words_regex(triage.negation.pseudo)
+        self.terminators = _words_regex(triage.negation.terminators)
+        self.max_words = triage.negation.max_words
+        all_phrases = [p for sign in triage.signs for p in sign.phrases]
+        self.words, self.stems = vocabulary(all_phrases + triage.negation.cues + triage.negation.terminators)
+        self.fever_c = protocol.parameter("fever_celsius")
+        self.high_fever_c = protocol.parameter("urgent_fever_celsius")
+        self.delayed_window = protocol.int_parameter("delayed_reaction_window_days")
+        self.actions = {ae.condition: ae.action for ae in protocol.adverse_effects if ae.action}
+
+    # --- text preparation -----------------------------------------------------------
+
+    @cached_property
+    def _english(self) -> frozenset[str]:
+        from spellchecker import SpellChecker
+
+        return frozenset(SpellChecker().word_frequency.dictionary)
+
+    def _known(self, word: str) -> bool:
+        return word in self.words or word in self._english or any(word.startswith(s) for s in self.stems if len(s) >= 4)
+
+    def correct_spelling(self, text: str) -> str:
+        """Replace words that are neither English nor in the lexicon by the lexicon word one
+        slip away ("hedache" -> "headache"); offsets may shift, so this runs first."""
+        from rapidfuzz.distance import DamerauLevenshtein
+        from rapidfuzz.process import extractOne
+
+        targets = sorted(self.words | {s for s in self.stems if len(s) >= 4})
+
+        def fix(match: re.Match[str]) -> str:
+            word = match.group(0)
+            if len(word) < 5 or self._known(word):
+                return word
+            limit = 2 if len(word) >= 9 else 1
+            best = extractOne(word, targets, scorer=DamerauLevenshtein.distance, score_cutoff=limit)
+            if best is None:
+                # A stem: compare the word's head with it ("brusing" -> "bruis*").
+                for stem in self.stems:
+                    if len(stem) >= 4 and DamerauLevenshtein.distance(word[: len(stem)], stem) <= 1:
+                        return stem + word[len(stem) :]
+                return word
+            return str(best[0])
+
+        return re.sub(r"[a-z]+", fix, text)
+
+    def _masked(self, text: str) -> str:
+        """The text with pseudo-negations blanked out (same length, so offsets hold)."""
+        return self.pseudo.sub(lambda m: "x" * len(m.group(0)), text)
+
+    def _negated(self, masked: str, start: int) -> bool:
+        clause_start = 0
+        for end in CLAUSE_END.finditer(masked, 0, start):
+            clause_start = end.end()
+        before = masked[clause_start:start]
+        last_stop = None
+        for stop in self.terminators.finditer(before):
+            last_stop = stop
+        if last_stop is not None:
+            before = before[last_stop.end() :]
+        words = before.split()
+        window = " ".join(words[-(self.max_words + 2) :])
+        return self.cues.search(window) is not None
+
+    # --- matching -------------------------------------------------------------------
+
+    def _resolve(self, sign: Sign, days: int | None) -> tuple[str, str] | None:
+        if days is None:
+            if sign.days_unknown is not None:
+                return sign.days_unknown.condition or sign.condition, sign.days_unknown.urgency or sign.urgency
+            return None if sign.windows_only else (sign.condition, sign.urgency)
+        for window in sign.windows:
+            if window.contains(days):
+                return window.condition or sign.condition, window.urgency or sign.urgency
+        return None if sign.windows_only else (sign.condition, sign.urgency)
+
+    def _temperature_signs(self, text: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        for sentence in re.split(r"[.!?;](?=\s|$)|\n", text):
+            for match in TEMPERATURE.finditer(sentence):
+                value = float(match.group(1).replace(",", "."))
+                unit = (match.group(2) or "").lower()
+                has_context = unit or TEMPERATURE_CONTEXT.search(sentence)
+                if not has_context:
+                    continue
+                celsius = (value - 32) * 5 / 9 if unit.startswith("f") or (not unit and value >= 90) else value
+                if not 34 <= celsius <= 44:
+                    continue
+                if celsius >= self.high_fever_c:
+                    found.append((self.protocol.triage.temperature.high_fever_sign, match.group(0).strip()))
+                elif celsius >= self.fever_c:
+                    found.append((self.protocol.triage.temperature.fever_sign, match.group(0).strip()))
+        return found
+
+    def hits(self, text: str, days: int | None) -> tuple[list[Hit], list[str]]:
+        prepared = self.correct_spelling(normalise(text))
+        masked = self._masked(prepared)
+        hits: list[Hit] = []
+        negated: list[str] = []
+        for sign, patterns in self.patterns:
+            for pattern in patterns:
+                for match in pattern.finditer(prepared):
+                    if self._negated(masked, match.start()):
+                        negated.append(match.group(0))
+                        continue
+                    resolved = self._resolve(sign, days)
+                    if resolved:
+                        hits.append(Hit(sign.id, resolved[0], resolved[1], match.group(0)))
+        for sign_id, matched in self._temperature_signs(prepared):
+            resolved = self._resolve(self.signs[sign_id], days)
+            if resolved:
+                hits.append(Hit(sign_id, resolved[0], resolved[1], matched))
+        present = {hit.sign for hit in hits}
+        for combo in self.protocol.triage.combinations:
+            if combo.min_days is not None and days is not None and days < combo.min_days:
+                continue
+            if all(any(ref in present for ref in group) for group in combo.all_of):
+                members = [hit.matched for hit in hits if any(hit.sign in group for group in combo.all_of)]
+                hits.append(Hit(combo.id, combo.condition, combo.urgency, " + ".join(dict.fromkeys(members))))
+        return hits, sorted(set(negated) - {hit.matched for hit in hits})
+
+    def triage(self, text: str, days_since_infusion: int | None = None) -> TriageResult:
+        hits, negated = self.hits(text, days_since_infusion)
+        by_condition: dict[str, list[Hit]] = {}
+        for hit in hits:
+            by_condition.setdefault(hit.condition, []).append(hit)
+        suspected = [
+            Suspected(
+                condition=condition,
+                urgency=max((h.urgency for h in group), key=URGENCY_RANK.__getitem__),
+                matched=list(dict.fromkeys(h.matched for h in group)),
+                signs=list(dict.fromkeys(h.sign for h in group)),
+            )
+            for condition, group in by_condition.items()
+        ]
+        suspected.sort(key=lambda s: (-URGENCY_RANK[s.urgency], s.condition))
+        urgency = suspected[0].urgency if suspected else "routine"
+        return TriageResult(urgency, suspected, self.advice(urgency, suspected), negated, days_since_infusion)
+
+    def advice(self, urgency: str, suspected: list[Suspected]) -> str:
+        parts = [self.levels[urgency].advice]  # type: ignore[index]
+        for item in suspected:
+            if item.urgency == urgency and item.condition in self.actions:
+                parts.append(self.actions[item.condition])
+                break
+        return " ".join(parts)
