@@ -16,9 +16,11 @@ from functools import cached_property
 from alemwatch.core.lexicon import compile_phrase, normalise, vocabulary
 from alemwatch.protocol.model import URGENCY_RANK, Protocol, Sign
 
+RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
+DECIMAL = re.compile(r"(\d)[.,](\d)")  # 39.5 -> 39_5: one word, so phrases and sentences hold
 CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
 TEMPERATURE = re.compile(
-    r"(?<![\d.])(\d{2,3}(?:[.,]\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f|celsius|fahrenheit)?(?![\w.])"
+    r"(?<![\d_])(\d{2,3}(?:_\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f|celsius|fahrenheit)?(?![\w.])"
 )
 TEMPERATURE_CONTEXT = re.compile(r"\b(temp\w*|fever\w*|thermometer|degrees?|running|celsius|fahrenheit)\b|°|º")
 
@@ -73,8 +75,11 @@ class TriageEngine:
         self.protocol = protocol
         self.levels = triage.urgency_levels
         self.signs = {sign.id: sign for sign in triage.signs}
-        self.patterns = [(sign, [compile_phrase(p) for p in sign.phrases]) for sign in triage.signs]
+        self.patterns = [
+            (sign, [(compile_phrase(p), frozenset(vocabulary([p])[0])) for p in sign.phrases]) for sign in triage.signs
+        ]
         self.cues = _words_regex(triage.negation.cues)
+        self.post = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:" + _words_regex(triage.negation.post).pattern + r")")
         self.pseudo = _words_regex(triage.negation.pseudo)
         self.terminators = _words_regex(triage.negation.terminators)
         self.max_words = triage.negation.max_words
@@ -88,35 +93,43 @@ class TriageEngine:
     # --- text preparation -----------------------------------------------------------
 
     @cached_property
-    def _english(self) -> frozenset[str]:
+    def _english(self) -> dict[str, int]:
         from spellchecker import SpellChecker
 
-        return frozenset(SpellChecker().word_frequency.dictionary)
+        return dict(SpellChecker().word_frequency.dictionary)
 
-    def _known(self, word: str) -> bool:
-        return word in self.words or word in self._english or any(word.startswith(s) for s in self.stems if len(s) >= 4)
+    @cached_property
+    def _targets(self) -> list[str]:
+        return sorted(w for w in self.words if len(w) >= 3 and w.isalpha())
+
+    @cached_property
+    def _anagrams(self) -> dict[str, str]:
+        return {w[0] + "".join(sorted(w)): w for w in self._targets if len(w) >= 5}
 
     def correct_spelling(self, text: str) -> str:
-        """Replace words that are neither English nor in the lexicon by the lexicon word one
-        slip away ("hedache" -> "headache"); offsets may shift, so this runs first."""
+        """Replace words that are neither common English nor in the lexicon by the lexicon
+        word one slip away ("hedache" -> "headache", "brusing" -> "bruis*")."""
         from rapidfuzz.distance import DamerauLevenshtein
-        from rapidfuzz.process import extractOne
-
-        targets = sorted(self.words | {s for s in self.stems if len(s) >= 4})
+        from rapidfuzz.process import extract
 
         def fix(match: re.Match[str]) -> str:
             word = match.group(0)
-            if len(word) < 5 or self._known(word):
+            if len(word) < 4 or word in self.words or self._english.get(word, 0) >= RARE_WORD:
                 return word
+            if word in self._english and any(word.startswith(s) for s in self.stems):
+                return word  # a real word the lexicon already reads ("slurred": slur*)
             limit = 2 if len(word) >= 9 else 1
-            best = extractOne(word, targets, scorer=DamerauLevenshtein.distance, score_cutoff=limit)
-            if best is None:
-                # A stem: compare the word's head with it ("brusing" -> "bruis*").
-                for stem in self.stems:
-                    if len(stem) >= 4 and DamerauLevenshtein.distance(word[: len(stem)], stem) <= 1:
-                        return stem + word[len(stem) :]
-                return word
-            return str(best[0])
+            close = extract(word, self._targets, scorer=DamerauLevenshtein.distance, score_cutoff=limit, limit=8)
+            if close:
+                # Fewest edits first, then a word with the same first letter ("yelow" -> "yellow").
+                return str(min(close, key=lambda c: (c[1], c[0][0] != word[0]))[0])
+            anagram = self._anagrams.get(word[0] + "".join(sorted(word)))
+            if anagram:
+                return anagram  # letters swapped further apart: "tounge" -> "tongue"
+            for stem in sorted(self.stems, key=lambda x: (-len(x), x)):
+                if len(stem) >= 4 and DamerauLevenshtein.distance(word[: len(stem)], stem) <= 1:
+                    return stem + word[len(stem) :]
+            return word
 
         return re.sub(r"[a-z]+", fix, text)
 
@@ -124,7 +137,17 @@ class TriageEngine:
         """The text with pseudo-negations blanked out (same length, so offsets hold)."""
         return self.pseudo.sub(lambda m: "x" * len(m.group(0)), text)
 
-    def _negated(self, masked: str, start: int) -> bool:
+    def _negated(self, masked: str, start: int, end: int, literals: frozenset[str]) -> bool:
+        """A cue shortly before the mention in its clause, inside it after its first word
+        ("face isn't drooping"; the phrase's own words excepted, as in "lost weight without
+        trying"), or a denial right after it in the sentence ("fever free")."""
+        first_word_end = masked.find(" ", start, end)
+        if first_word_end != -1:
+            for cue in self.cues.finditer(masked, first_word_end, end):
+                if not set(cue.group(0).split()) <= literals:
+                    return True
+        if self.post.search(masked[end : end + 40].split(".")[0]):
+            return True
         clause_start = 0
         for end in CLAUSE_END.finditer(masked, 0, start):
             clause_start = end.end()
@@ -154,7 +177,7 @@ class TriageEngine:
         found: list[tuple[str, str]] = []
         for sentence in re.split(r"[.!?;](?=\s|$)|\n", text):
             for match in TEMPERATURE.finditer(sentence):
-                value = float(match.group(1).replace(",", "."))
+                value = float(match.group(1).replace("_", "."))
                 unit = (match.group(2) or "").lower()
                 has_context = unit or TEMPERATURE_CONTEXT.search(sentence)
                 if not has_context:
@@ -162,6 +185,7 @@ class TriageEngine:
                 celsius = (value - 32) * 5 / 9 if unit.startswith("f") or (not unit and value >= 90) else value
                 if not 34 <= celsius <= 44:
                     continue
+                celsius = round(celsius, 1)
                 if celsius >= self.high_fever_c:
                     found.append((self.protocol.triage.temperature.high_fever_sign, match.group(0).strip()))
                 elif celsius >= self.fever_c:
@@ -169,14 +193,14 @@ class TriageEngine:
         return found
 
     def hits(self, text: str, days: int | None) -> tuple[list[Hit], list[str]]:
-        prepared = self.correct_spelling(normalise(text))
+        prepared = self.correct_spelling(DECIMAL.sub(r"\1_\2", normalise(text)))
         masked = self._masked(prepared)
         hits: list[Hit] = []
         negated: list[str] = []
         for sign, patterns in self.patterns:
-            for pattern in patterns:
+            for pattern, literals in patterns:
                 for match in pattern.finditer(prepared):
-                    if self._negated(masked, match.start()):
+                    if self._negated(masked, match.start(), match.end(), literals):
                         negated.append(match.group(0))
                         continue
                     resolved = self._resolve(sign, days)

@@ -353,6 +353,7 @@ class UrgencyLevel(Strict):
 
 class Negation(Strict):
     cues: list[str]
+    post: list[str] = []
     pseudo: list[str]
     terminators: list[str]
     max_words: int = Field(gt=0)
