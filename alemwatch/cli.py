@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -28,14 +28,15 @@ app.add_typer(protocol_app, name="protocol")
 app.add_typer(schema_app, name="schema")
 
 
-class Jurisdiction(str, Enum):
+class Jurisdiction(StrEnum):
     us = "us"
     eu = "eu"
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout.")]
 JurisdictionOpt = Annotated[
-    Jurisdiction, typer.Option("--jurisdiction", help="Label variant: us (FDA label, default) or eu (SmPC).")
+    Jurisdiction,
+    typer.Option("--jurisdiction", help="Label variant: us (FDA label, default) or eu (SmPC)."),
 ]
 
 
@@ -75,11 +76,23 @@ def _print_json(document: Any) -> None:
 
 @app.command()
 def assess(
-    patient_file: Annotated[Path, typer.Argument(help="The patient file (JSON, see `alemwatch schema patient`); - for stdin.")],
-    as_of: Annotated[str | None, typer.Option("--as-of", help="Assess as of this date (YYYY-MM-DD); default today. Nothing after it counts.")] = None,
+    patient_file: Annotated[
+        Path,
+        typer.Argument(help="The patient file (JSON, see `alemwatch schema patient`); - for stdin."),
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Assess as of this date (YYYY-MM-DD); default today. Nothing after it counts.",
+        ),
+    ] = None,
     jurisdiction: JurisdictionOpt = Jurisdiction.us,
     as_json: JsonOpt = False,
-    all_tasks: Annotated[bool, typer.Option("--all-tasks", help="Human view: list every monitoring task, not only the open ones.")] = False,
+    all_tasks: Annotated[
+        bool,
+        typer.Option("--all-tasks", help="Human view: list every monitoring task, not only the open ones."),
+    ] = False,
 ) -> None:
     """Assess one patient: eligibility, courses, the 48-month plan, prophylaxis, findings, deviations."""
     day = _parse_date(as_of, "--as-of")
@@ -105,7 +118,10 @@ def assess(
 @app.command()
 def triage(
     text: Annotated[str, typer.Option("--text", help="What the patient reports, in their own words.")],
-    days_since_infusion: Annotated[int | None, typer.Option("--days-since-infusion", help="Days since the last infusion (0 = the same day).")] = None,
+    days_since_infusion: Annotated[
+        int | None,
+        typer.Option("--days-since-infusion", help="Days since the last infusion (0 = the same day)."),
+    ] = None,
     jurisdiction: JurisdictionOpt = Jurisdiction.us,
     as_json: JsonOpt = False,
 ) -> None:
@@ -138,7 +154,10 @@ def schema_patient(as_json: JsonOpt = True) -> None:
 
 @protocol_app.command("check")
 def protocol_check(
-    files: Annotated[list[Path] | None, typer.Argument(help="Protocol files to validate; default: every shipped protocol.")] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Protocol files to validate; default: every shipped protocol."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate protocol files and report every problem with its location. Exit 1 if any."""
@@ -149,11 +168,23 @@ def protocol_check(
     for path in paths:
         try:
             protocol = load_file(path)
-            report.append({"file": str(path), "valid": True, "protocol_version": protocol.protocol_version,
-                           "jurisdiction": protocol.jurisdiction, "problems": []})
+            report.append(
+                {
+                    "file": str(path),
+                    "valid": True,
+                    "protocol_version": protocol.protocol_version,
+                    "jurisdiction": protocol.jurisdiction,
+                    "problems": [],
+                }
+            )
         except ProtocolError as exc:
-            report.append({"file": str(path), "valid": False,
-                           "problems": [{"location": p.location, "message": p.message} for p in exc.problems]})
+            report.append(
+                {
+                    "file": str(path),
+                    "valid": False,
+                    "problems": [{"location": p.location, "message": p.message} for p in exc.problems],
+                }
+            )
     if as_json:
         _print_json(report)
     else:
@@ -169,7 +200,7 @@ def protocol_check(
         raise typer.Exit(1)
 
 
-class Section(str, Enum):
+class Section(StrEnum):
     overview = "overview"
     sources = "sources"
     parameters = "parameters"

@@ -190,9 +190,7 @@ def _eligibility_reasons(reasons: list[dict[str, Any]]) -> None:
     table = _table("Reasons", "Level", "Code", "Message")
     table.columns[0].no_wrap = True
     for reason in reasons:
-        table.add_row(
-            _badge(reason["level"], REASON_LEVEL), _text(reason["code"]), _text(reason["message"])
-        )
+        table.add_row(_badge(reason["level"], REASON_LEVEL), _text(reason["code"]), _text(reason["message"]))
     console.print(table)
 
 
@@ -202,9 +200,7 @@ def _baseline_checklist(checklist: list[dict[str, Any]]) -> None:
         status = _badge(item["status"], BASELINE_STATUS)
         if item.get("result") is not None:
             status.append(f" ({item['result']})")
-        table.add_row(
-            _text(item["name"]), status, _text(item.get("date")), _text(item.get("valid_until"))
-        )
+        table.add_row(_text(item["name"]), status, _text(item.get("date")), _text(item.get("valid_until")))
     console.print(table)
 
 
@@ -215,9 +211,7 @@ def _courses(courses: list[dict[str, Any]]) -> None:
         return
     table = _table("", "Course", "Start", "End", "Infusions")
     for number, course in enumerate(courses, start=1):
-        table.add_row(
-            str(number), _text(course["start"]), _text(course["end"]), _text(course["infusions"])
-        )
+        table.add_row(str(number), _text(course["start"]), _text(course["end"]), _text(course["infusions"]))
     console.print(table)
 
 
@@ -269,13 +263,14 @@ def _cd4_line(herpes: dict[str, Any]) -> str:
 
 def _monitoring(monitoring: dict[str, Any], all_tasks: bool) -> None:
     tasks: list[dict[str, Any]] = monitoring.get("tasks", [])
-    _heading(f"Monitoring plan until {monitoring.get('until') or NONE}")
+    until = monitoring.get("until")
+    _heading(f"Monitoring plan until {until}" if until else "Monitoring plan")
     if not tasks:
         _note("No monitoring tasks (no infusions yet).", "dim")
         return
     _task_summary(tasks)
     if all_tasks:
-        console.print(_task_table("All tasks", tasks))
+        console.print(_task_table("All tasks", tasks, done_on=True))
         return
     open_tasks = _open_tasks(tasks)
     if open_tasks:
@@ -313,20 +308,21 @@ def _open_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(chosen, key=lambda task: task["due"])
 
 
-def _task_table(title: str, tasks: list[dict[str, Any]]) -> Table:
-    table = _table(title, "Status", "Task", "Due", "Counts from – to", "Course", "Done on")
-    for column in table.columns[:4]:
-        column.no_wrap = True
+def _task_table(title: str, tasks: list[dict[str, Any]], done_on: bool = False) -> Table:
+    columns = ["Status", "Task", "Due", "Window", "Course"] + (["Done on"] if done_on else [])
+    table = _table(title, *columns)
+    for column in table.columns:
+        column.no_wrap = column.header != "Window"  # only the window may take two lines
     for task in tasks:
         window = task.get("window") or [None, None]
-        table.add_row(
+        cells = [
             _badge(task["status"], TASK_STATUS),
             _text(task["task"]),
             _text(task["due"]),
             _text(f"{window[0]} – {window[1]}" if window[0] else None),
             _text(task.get("course")),
-            _text(task.get("done_on")),
-        )
+        ]
+        table.add_row(*cells, *([_text(task.get("done_on"))] if done_on else []))
     return table
 
 
@@ -348,8 +344,7 @@ def show_triage(result: dict[str, Any]) -> None:
     if urgency != "emergency":
         # The lexicon reads words, not the patient: never let a low level sound like an all-clear.
         _note(
-            "If in doubt or if it gets worse, call the MS team; "
-            "for a medical emergency, call emergency services.",
+            "If in doubt or if it gets worse, call the MS team; for a medical emergency, call emergency services.",
             "dim",
         )
 
@@ -360,9 +355,7 @@ def _triage_banner(urgency: str, advice: str) -> Panel:
     body = Text.assemble((headline, "bold"), "\n\n", advice)
     title = f"{symbol} {word} {symbol}"
     if urgency == "emergency":
-        return Panel(
-            body, title=title, style=style, border_style="bold red", box=box.HEAVY, padding=(1, 2)
-        )
+        return Panel(body, title=title, style=style, border_style="bold red", box=box.HEAVY, padding=(1, 2))
     return Panel(body, title=title, border_style=style.removeprefix("bold "), padding=(1, 2))
 
 
@@ -464,17 +457,20 @@ def _bar(percent: float | None) -> Text:
 
 
 def _adverse_effects(protocol: m.Protocol) -> None:
-    table = _table("Adverse effects", "Effect and source", "Category", "Condition", "%", "Bar")
-    table.columns[3].justify = "right"
-    table.columns[4].no_wrap = True
-    for effect in protocol.adverse_effects:
-        percent = NONE if effect.frequency_pct is None else f"{effect.frequency_pct:g}"
-        if effect.serious_pct is not None:
-            percent += f"\n({effect.serious_pct:g} serious)"
-        category = Text(effect.category, "bold red" if effect.category == "serious" else "")
-        name = _sourced(Text(effect.name, style="bold"), effect.source)
-        table.add_row(name, category, effect.condition, percent, _bar(effect.frequency_pct))
-    console.print(table)
+    for category in ("common", "serious"):
+        effects = [ae for ae in protocol.adverse_effects if ae.category == category]
+        table = _table(f"{category.capitalize()} adverse effects", "Effect", "Condition", "%", "Bar")
+        table.columns[1].no_wrap = True
+        table.columns[2].justify = "right"
+        table.columns[3].no_wrap = True
+        for effect in effects:
+            name = Text(effect.name, style="bold")
+            if effect.serious_pct is not None:
+                name.append(f"\n{effect.serious_pct:g} % serious", style="bold red")
+            percent = NONE if effect.frequency_pct is None else f"{effect.frequency_pct:g}"
+            row = (_sourced(name, effect.source), effect.condition, percent)
+            table.add_row(*row, _bar(effect.frequency_pct))
+        console.print(table)
 
 
 def _screening_table(title: str, rules: list[m.ScreeningRule], style: str) -> Table:
@@ -545,9 +541,7 @@ def _infusion_rules(protocol: m.Protocol) -> list[tuple[str, str, str]]:
 
 def _schedule(protocol: m.Protocol) -> None:
     monitoring = protocol.monitoring
-    title = (
-        f"Monitoring until {monitoring.months_after_last_infusion} months after the last infusion"
-    )
+    title = f"Monitoring until {monitoring.months_after_last_infusion} months after the last infusion"
     table = _table(title, "Task and source", "Every", "Window", "Satisfied by", "Who")
     table.columns[1].no_wrap = True
     table.columns[2].no_wrap = True
@@ -627,17 +621,14 @@ def _rise_threshold(protocol: m.Protocol, rule: m.RiseFromBaseline | m.RiseFromB
 
 
 def _findings_rules(protocol: m.Protocol) -> None:
-    title = "Laboratory finding rules"
-    table = _table(title, "Rule and kind", "Fires when, and source", "Condition", "Severity")
-    table.columns[3].no_wrap = True
+    table = _table("Laboratory finding rules", "Severity", "Condition", "Rule: fires when")
+    table.columns[0].no_wrap = True
+    table.columns[1].no_wrap = True
     ordered = sorted(protocol.findings, key=lambda r: (r.condition, -_urgency_rank(r.severity)))
     for rule in ordered:
-        table.add_row(
-            Text.assemble((rule.id, "bold"), "\n", (rule.kind, "dim")),
-            _sourced(_threshold(protocol, rule), rule.source),
-            rule.condition,
-            _badge(rule.severity, URGENCY),
-        )
+        rule_text = Text.assemble((rule.id, "bold"), (f" ({rule.kind})", "dim"), "\n")
+        rule_text.append(_threshold(protocol, rule))
+        table.add_row(_badge(rule.severity, URGENCY), rule.condition, _sourced(rule_text, rule.source))
     console.print(table)
     _note("Limits are the result's own reference range, else the protocol's default.", "dim")
 
@@ -665,7 +656,7 @@ def _sign_windows(sign: m.Sign) -> str:
         lines.append("counts only inside a window")
     if sign.days_unknown:
         lines.append(f"days unknown: {_changes(sign.days_unknown)}")
-    return "\n".join(lines) or NONE
+    return "\n".join(lines)
 
 
 def _triage(protocol: m.Protocol) -> None:
@@ -686,36 +677,31 @@ def _triage(protocol: m.Protocol) -> None:
 
 
 def _triage_signs(triage: m.Triage) -> None:
-    columns = ("Sign and source", "Condition", "Urgency", "By days since infusion", "Phrases")
-    table = _table("Signs", *columns)
-    table.columns[2].no_wrap = True
-    table.columns[4].justify = "right"
+    table = _table("Signs", "Urgency", "Condition", "Sign (windows by days since infusion)")
+    table.columns[0].no_wrap = True
+    table.columns[1].no_wrap = True
     for sign in triage.signs:
-        table.add_row(
-            _sourced(Text(sign.id.removeprefix("triage."), style="bold"), sign.source),
-            sign.condition,
-            _badge(sign.urgency, URGENCY),
-            _sign_windows(sign),
-            str(len(sign.phrases)),
-        )
+        text = Text.assemble((sign.id.removeprefix("triage."), "bold"))
+        text.append(f" ({len(sign.phrases)} phrases)", style="dim")
+        windows = _sign_windows(sign)
+        if windows:
+            text.append("\n" + windows)
+        table.add_row(_badge(sign.urgency, URGENCY), sign.condition, _sourced(text, sign.source))
     console.print(table)
 
 
 def _triage_combinations(triage: m.Triage) -> None:
     title = "Combinations (one sign of every group present)"
-    table = _table(title, "Combination and source", "All of", "Condition", "Urgency")
-    table.columns[3].no_wrap = True
+    table = _table(title, "Urgency", "Condition", "Combination: all of")
+    table.columns[0].no_wrap = True
+    table.columns[1].no_wrap = True
     for combo in triage.combinations:
         groups = [" or ".join(s.removeprefix("triage.") for s in group) for group in combo.all_of]
-        all_of = "\n+ ".join(f"({group})" for group in groups)
+        text = Text(combo.id.removeprefix("triage."), style="bold")
+        text.append("\n" + "\n+ ".join(f"({group})" for group in groups))
         if combo.min_days is not None:
-            all_of += f"\nfrom day {combo.min_days}"
-        table.add_row(
-            _sourced(Text(combo.id.removeprefix("triage."), style="bold"), combo.source),
-            all_of,
-            combo.condition,
-            _badge(combo.urgency, URGENCY),
-        )
+            text.append(f"\nfrom day {combo.min_days} after the infusion")
+        table.add_row(_badge(combo.urgency, URGENCY), combo.condition, _sourced(text, combo.source))
     console.print(table)
 
 

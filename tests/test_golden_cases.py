@@ -73,7 +73,11 @@ def check_assess(expect: dict[str, Any], out: dict[str, Any]) -> list[str]:  # n
         elif key == "monitoring.tasks_include":
             for pattern in want:
                 if not any(_matches(t, pattern) for t in out["monitoring"]["tasks"]):
-                    near = [t for t in out["monitoring"]["tasks"] if t["task"] == pattern.get("task") and t["due"] == pattern.get("due")]
+                    near = [
+                        t
+                        for t in out["monitoring"]["tasks"]
+                        if t["task"] == pattern.get("task") and t["due"] == pattern.get("due")
+                    ]
                     problems.append(f"no task {pattern} (same task and due: {near})")
         elif key.endswith("_include") or key.endswith("_exclude"):
             listname, mode = key.rsplit("_", 1)
@@ -81,7 +85,9 @@ def check_assess(expect: dict[str, Any], out: dict[str, Any]) -> list[str]:  # n
             for pattern in want:
                 hit = any(_matches(i, pattern) for i in items)
                 if mode == "include" and not hit:
-                    problems.append(f"{listname}: none matches {pattern}; got {[{k: i.get(k) for k in pattern} for i in items]}")
+                    problems.append(
+                        f"{listname}: none matches {pattern}; got {[{k: i.get(k) for k in pattern} for i in items]}"
+                    )
                 if mode == "exclude" and hit:
                     problems.append(f"{listname}: unexpected {pattern}")
         elif key == "findings_max_severity":
@@ -138,7 +144,9 @@ def test_triage_case(name: str, entry: dict[str, Any]) -> None:
         problems.append(f"urgency {result['urgency']}, expected at most {entry['urgency_at_most']}")
     problems += [f"{c} not suspected" for c in entry.get("conditions_include", []) if c not in conditions]
     problems += [f"{c} wrongly suspected" for c in entry.get("conditions_exclude", []) if c in conditions]
-    assert not problems, f"{entry['text']!r} (days {entry.get('days_since_infusion')}): {problems}; got {result['suspected']}"
+    assert not problems, (
+        f"{entry['text']!r} (days {entry.get('days_since_infusion')}): {problems}; got {result['suspected']}"
+    )
 
 
 def test_there_are_enough_cases() -> None:

@@ -36,7 +36,11 @@ class Course:
         return self.infusions[-1].date
 
     def to_json(self) -> dict[str, object]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "infusions": len(self.infusions)}
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "infusions": len(self.infusions),
+        }
 
 
 def group_courses(infusions: Iterable[Infusion], max_gap_days: int) -> list[Course]:

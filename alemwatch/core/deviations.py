@@ -18,7 +18,12 @@ class Deviation:
     rule: str
 
     def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "date": self.date.isoformat(), "message": self.message, "rule": self.rule}
+        return {
+            "code": self.code,
+            "date": self.date.isoformat(),
+            "message": self.message,
+            "rule": self.rule,
+        }
 
 
 def _infusion_deviations(chart: Chart, course: Course) -> list[Deviation]:
@@ -27,10 +32,26 @@ def _infusion_deviations(chart: Chart, course: Course) -> list[Deviation]:
     out = []
     for day, infusion in enumerate(course.infusions, start=1):
         if day <= premed.course_days and infusion.premedication is False:
-            out.append(Deviation("premedication_missing", infusion.date, f"No corticosteroid premedication on day {day} of course {course.number} (required on days 1-{premed.course_days}).", premed.id))
+            out.append(
+                Deviation(
+                    "premedication_missing",
+                    infusion.date,
+                    f"No corticosteroid premedication on day {day} of course {course.number}"
+                    f" (required on days 1-{premed.course_days}).",
+                    premed.id,
+                )
+            )
         minutes = infusion.observation_minutes
         if minutes is not None and minutes < observation.min_minutes:
-            out.append(Deviation("observation_too_short", infusion.date, f"Observed {minutes:g} minutes after the infusion; at least {observation.min_minutes} are required.", observation.id))
+            out.append(
+                Deviation(
+                    "observation_too_short",
+                    infusion.date,
+                    f"Observed {minutes:g} minutes after the infusion;"
+                    f" at least {observation.min_minutes} are required.",
+                    observation.id,
+                )
+            )
     return out
 
 
@@ -39,15 +60,37 @@ def _course_deviations(chart: Chart, index: int, course: Course) -> list[Deviati
     out = []
     expected = rules.first_course_days if index == 0 else rules.later_course_days
     if len(course.infusions) != expected:
-        out.append(Deviation("course_length_unexpected", course.start, f"Course {course.number} had {len(course.infusions)} infusion days; the label gives {expected}.", rules.id))
+        out.append(
+            Deviation(
+                "course_length_unexpected",
+                course.start,
+                f"Course {course.number} had {len(course.infusions)} infusion days; the label gives {expected}.",
+                rules.id,
+            )
+        )
     if index > 0:
         previous = chart.courses[index - 1]
         earliest = add_months(previous.end, rules.min_interval_months)
         if course.start < earliest:
-            out.append(Deviation("course_too_early", course.start, f"Course {course.number} started {course.start.isoformat()}, before {earliest.isoformat()} ({rules.min_interval_months} months after the last dose of course {previous.number}).", rules.id))
+            out.append(
+                Deviation(
+                    "course_too_early",
+                    course.start,
+                    f"Course {course.number} started {course.start.isoformat()}, before {earliest.isoformat()}"
+                    f" ({rules.min_interval_months} months after the last dose of course {previous.number}).",
+                    rules.id,
+                )
+            )
     herpes = chart.protocol.prophylaxis.herpes
     if not on_prophylaxis(chart, course.start):
-        out.append(Deviation("prophylaxis_missing", course.start, f"No herpes prophylaxis recorded on the first day of course {course.number}.", herpes.id))
+        out.append(
+            Deviation(
+                "prophylaxis_missing",
+                course.start,
+                f"No herpes prophylaxis recorded on the first day of course {course.number}.",
+                herpes.id,
+            )
+        )
     out += _baseline_deviations(chart, course)
     return out
 
@@ -73,7 +116,12 @@ def _vaccine_deviations(chart: Chart) -> list[Deviation]:
     rule = chart.protocol.vaccines.after_course
     first = chart.courses[0].start
     return [
-        Deviation("live_vaccine_after_course", v.date, f"Live vaccine ({v.vaccine}) given after alemtuzumab (first infusion {first.isoformat()}).", rule.id)
+        Deviation(
+            "live_vaccine_after_course",
+            v.date,
+            f"Live vaccine ({v.vaccine}) given after alemtuzumab (first infusion {first.isoformat()}).",
+            rule.id,
+        )
         for v in chart.patient.vaccinations
         if v.live and first < v.date <= chart.as_of
     ]
@@ -83,8 +131,20 @@ def _prophylaxis_stopped_early(chart: Chart, course: Course, earliest_stop: dt.d
     herpes = chart.protocol.prophylaxis.herpes
     out = []
     for record in chart.patient.prophylaxis:
-        if record.kind == "herpes" and record.stop is not None and course.start <= record.stop < earliest_stop and record.stop <= chart.as_of:
-            out.append(Deviation("prophylaxis_stopped_early", record.stop, f"Herpes prophylaxis stopped {record.stop.isoformat()}, before {earliest_stop.isoformat()}.", herpes.id))
+        if (
+            record.kind == "herpes"
+            and record.stop is not None
+            and course.start <= record.stop < earliest_stop
+            and record.stop <= chart.as_of
+        ):
+            out.append(
+                Deviation(
+                    "prophylaxis_stopped_early",
+                    record.stop,
+                    f"Herpes prophylaxis stopped {record.stop.isoformat()}, before {earliest_stop.isoformat()}.",
+                    herpes.id,
+                )
+            )
     return out
 
 

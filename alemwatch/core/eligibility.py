@@ -47,16 +47,27 @@ def baseline_checklist(chart: Chart, start: dt.date) -> list[dict[str, Any]]:
         ok = latest is not None and (start - latest).days <= baseline.window_days
         status = "valid" if ok else ("too_old" if latest else "missing")
         items.append(
-            {"test": test.id.removeprefix("baseline."), "name": test.name, "rule": test.id, "status": status,
-             "date": latest.isoformat() if latest else None,
-             "valid_until": valid_until.isoformat() if valid_until else None}
+            {
+                "test": test.id.removeprefix("baseline."),
+                "name": test.name,
+                "rule": test.id,
+                "status": status,
+                "date": latest.isoformat() if latest else None,
+                "valid_until": valid_until.isoformat() if valid_until else None,
+            }
         )
     for screen in baseline.screening:
         value = _screening_value(chart, screen.field)
         items.append(
-            {"test": screen.id.removeprefix("baseline."), "name": screen.name, "rule": screen.id,
-             "status": "missing" if value == "unknown" else "valid", "date": None, "valid_until": None,
-             "result": value}
+            {
+                "test": screen.id.removeprefix("baseline."),
+                "name": screen.name,
+                "rule": screen.id,
+                "status": "missing" if value == "unknown" else "valid",
+                "date": None,
+                "valid_until": None,
+                "result": value,
+            }
         )
     return items
 
@@ -67,7 +78,10 @@ def _baseline_reasons(checklist: list[dict[str, Any]], window_days: int) -> list
         if item["status"] == "valid":
             continue
         if item["status"] == "too_old":
-            message = f"{item['name']}: latest result {item['date']} is more than {window_days} days before the course; repeat it."
+            message = (
+                f"{item['name']}: latest result {item['date']} is more than {window_days} days"
+                " before the course; repeat it."
+            )
         else:
             message = f"{item['name']}: no result before the course."
         reasons.append(Reason("baseline_missing", message, "not_ready", item["rule"]))
@@ -83,10 +97,16 @@ def _vaccine_reasons(chart: Chart, start: dt.date) -> list[Reason]:
             continue
         ready = (vaccination.date + dt.timedelta(days=rule.min_days_before_course)).isoformat()
         if vaccination.live:
-            message = f"Live vaccine ({vaccination.vaccine}) on {vaccination.date.isoformat()}: the course may start from {ready}."
+            message = (
+                f"Live vaccine ({vaccination.vaccine}) on {vaccination.date.isoformat()}:"
+                f" the course may start from {ready}."
+            )
             reasons.append(Reason("live_vaccine_too_recent", message, "not_ready", rule.id))
         else:
-            message = f"Vaccine ({vaccination.vaccine}) on {vaccination.date.isoformat()} is within 6 weeks of the course; immunisations should be complete at least 6 weeks before."
+            message = (
+                f"Vaccine ({vaccination.vaccine}) on {vaccination.date.isoformat()} is within"
+                f" {rule.min_days_before_course} days of the course; immunisations should be complete before."
+            )
             reasons.append(Reason("vaccine_within_6_weeks", message, "caution", rule.id))
     return reasons
 
@@ -112,7 +132,10 @@ def eligibility(chart: Chart) -> dict[str, Any] | None:
     reasons += _vaccine_reasons(chart, start)
     earliest = earliest_next_course(chart)
     if earliest is not None and start < earliest:
-        message = f"The last infusion was {chart.courses[-1].end.isoformat()}; the next course may start from {earliest.isoformat()} (at least {protocol.courses.min_interval_months} months)."
+        message = (
+            f"The last infusion was {chart.courses[-1].end.isoformat()}; the next course may start from"
+            f" {earliest.isoformat()} (at least {protocol.courses.min_interval_months} months)."
+        )
         reasons.append(Reason("course_too_early", message, "not_ready", protocol.courses.id))
     levels = {r.level for r in reasons}
     status = "contraindicated" if "contraindication" in levels else "not_ready" if "not_ready" in levels else "eligible"

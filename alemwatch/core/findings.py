@@ -9,7 +9,7 @@ severity wins and every rule that fired is listed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +98,9 @@ def _fall_from_previous(chart: Chart, rule: m.FallFromPrevious) -> tuple[list[st
     if lab.canonical > previous.canonical * (1 - rule.fraction):
         return None
     fall = 100 * (1 - lab.canonical / previous.canonical)
-    return [f"{_describe(chart, lab)} fell {fall:.0f}% from {_fmt(previous.canonical)} on {previous.date.isoformat()}"], rule.severity
+    return [
+        f"{_describe(chart, lab)} fell {fall:.0f}% from {_fmt(previous.canonical)} on {previous.date.isoformat()}"
+    ], rule.severity
 
 
 def _infusion_week_dip(chart: Chart, rule: m.InfusionWeekDip) -> tuple[list[str], str] | None:
@@ -148,8 +150,10 @@ def _rise_from_baseline_with(chart: Chart, rule: m.RiseFromBaselineWith) -> tupl
         other = chart.latest(companion.analyte)
         if other is None or abs(other.date - pair[0].date) > window:
             continue
-        threshold = ref_high(chart, other) if companion.above_ref_high else companion.min
-        positive = other.canonical > threshold if companion.above_ref_high else other.canonical >= (threshold or 0)
+        if companion.above_ref_high:
+            positive = other.canonical > ref_high(chart, other)
+        else:
+            positive = companion.min is not None and other.canonical >= companion.min
         if positive:
             return [_rise_text(chart, *pair), f"with {_describe(chart, other)}"], rule.severity
     return None
@@ -173,7 +177,9 @@ def _above_ref_high_without_baseline(chart: Chart, rule: m.AboveRefHighWithoutBa
     lab = chart.latest(rule.analyte)
     if lab is None or baseline_result(chart, rule.analyte) is not lab or lab.canonical <= ref_high(chart, lab):
         return None
-    return [f"{_describe(chart, lab)} is above the upper limit {_fmt(ref_high(chart, lab))} (no baseline to compare)"], rule.severity
+    return [
+        f"{_describe(chart, lab)} is above the upper limit {_fmt(ref_high(chart, lab))} (no baseline to compare)"
+    ], rule.severity
 
 
 def _outside_range(chart: Chart, rule: m.OutsideRange) -> tuple[list[str], str] | None:
@@ -191,7 +197,9 @@ def _uln_hits(chart: Chart, spec: m.UlnMultiple) -> list[str]:
     for analyte in spec.analytes:
         lab = chart.latest(analyte)
         if lab is not None and lab.canonical > spec.multiple * ref_high(chart, lab):
-            hits.append(f"{_describe(chart, lab)} is above {spec.multiple:g} x the upper limit {_fmt(ref_high(chart, lab))}")
+            hits.append(
+                f"{_describe(chart, lab)} is above {spec.multiple:g} x the upper limit {_fmt(ref_high(chart, lab))}"
+            )
     return hits
 
 
@@ -221,7 +229,7 @@ EVALUATORS: dict[str, Callable[[Chart, Any], tuple[list[str], str] | None]] = {
 }
 
 
-def _recent_reports(chart: Chart, since: dt.date, conditions: list[str]) -> list[str]:
+def _recent_reports(chart: Chart, since: dt.date, conditions: Sequence[str]) -> list[str]:
     lookback = dt.timedelta(days=chart.protocol.int_parameter("bleeding_symptom_lookback_days"))
     engine = triage_engine(chart.protocol)
     found = []
@@ -229,7 +237,7 @@ def _recent_reports(chart: Chart, since: dt.date, conditions: list[str]) -> list
         if since - lookback <= report.date <= chart.as_of:
             result = engine.triage(report.text)
             if any(s.condition in conditions for s in result.suspected):
-                found.append(f"reported on {report.date.isoformat()}: \"{report.text}\"")
+                found.append(f'reported on {report.date.isoformat()}: "{report.text}"')
     return found
 
 
@@ -251,7 +259,16 @@ def lab_findings(chart: Chart) -> list[Finding]:
             evidence, severity = result
             analyte = getattr(rule, "analyte", None) or getattr(rule, "analytes", [None])[0]
             lab = chart.latest(analyte) if analyte else None
-            findings.append(Finding(rule.condition, severity, rule.id, evidence, rule.action, lab.date if lab else chart.as_of))
+            findings.append(
+                Finding(
+                    rule.condition,
+                    severity,
+                    rule.id,
+                    evidence,
+                    rule.action,
+                    lab.date if lab else chart.as_of,
+                )
+            )
     return findings
 
 
@@ -265,12 +282,28 @@ def symptom_findings(chart: Chart) -> list[Finding]:
         days = (report.date - last).days if last else None
         result = engine.triage(report.text, days)
         for suspected in result.suspected:
-            evidence = [f"reported on {report.date.isoformat()}: \"{report.text}\" (matched: {', '.join(suspected.matched)})"]
-            findings.append(Finding(suspected.condition, suspected.urgency, suspected.signs[0], evidence, result.advice, report.date))
+            evidence = [
+                f'reported on {report.date.isoformat()}: "{report.text}" (matched: {", ".join(suspected.matched)})'
+            ]
+            findings.append(
+                Finding(
+                    suspected.condition,
+                    suspected.urgency,
+                    suspected.signs[0],
+                    evidence,
+                    result.advice,
+                    report.date,
+                )
+            )
     return findings
 
 
-REACTION_SEVERITY = {"mild": "routine", "moderate": "soon", "severe": "urgent", "life_threatening": "urgent"}
+REACTION_SEVERITY = {
+    "mild": "routine",
+    "moderate": "soon",
+    "severe": "urgent",
+    "life_threatening": "urgent",
+}
 
 
 def reaction_findings(chart: Chart) -> list[Finding]:
@@ -282,9 +315,20 @@ def reaction_findings(chart: Chart) -> list[Finding]:
                 delayed = reaction.onset_hours is not None and reaction.onset_hours > after_hours
                 condition = "delayed_infusion_reaction" if delayed else "infusion_reaction"
                 onset = f", onset {reaction.onset_hours:g} h" if reaction.onset_hours is not None else ""
-                evidence = [f"{reaction.severity} {reaction.type} with the infusion of {infusion.date.isoformat()}{onset}"]
+                evidence = [
+                    f"{reaction.severity} {reaction.type} with the infusion of {infusion.date.isoformat()}{onset}"
+                ]
                 action = "Review premedication and observation plans before the next infusion."
-                findings.append(Finding(condition, REACTION_SEVERITY[reaction.severity], chart.protocol.infusion.delayed_reactions.id if delayed else "infusion.reaction_recorded", evidence, action, infusion.date))
+                findings.append(
+                    Finding(
+                        condition,
+                        REACTION_SEVERITY[reaction.severity],
+                        chart.protocol.infusion.delayed_reactions.id if delayed else "infusion.reaction_recorded",
+                        evidence,
+                        action,
+                        infusion.date,
+                    )
+                )
     return findings
 
 
@@ -294,7 +338,14 @@ def vaccine_findings(chart: Chart) -> list[Finding]:
         return []
     first = chart.courses[0].start
     return [
-        Finding(rule.condition, rule.severity, rule.id, [f"live vaccine {v.vaccine} on {v.date.isoformat()} after the first infusion ({first.isoformat()})"], rule.action, v.date)
+        Finding(
+            rule.condition,
+            rule.severity,
+            rule.id,
+            [f"live vaccine {v.vaccine} on {v.date.isoformat()} after the first infusion ({first.isoformat()})"],
+            rule.action,
+            v.date,
+        )
         for v in chart.patient.vaccinations
         if v.live and first < v.date <= chart.as_of
     ]
@@ -305,13 +356,25 @@ def merge_by_condition(findings: list[Finding]) -> list[Finding]:
     for finding in findings:
         current = merged.get(finding.condition)
         if current is None:
-            merged[finding.condition] = Finding(finding.condition, finding.severity, finding.rule, list(finding.evidence), finding.action, finding.date, [finding.rule])
+            merged[finding.condition] = Finding(
+                finding.condition,
+                finding.severity,
+                finding.rule,
+                list(finding.evidence),
+                finding.action,
+                finding.date,
+                [finding.rule],
+            )
             continue
         current.rules.append(finding.rule)
         current.evidence.extend(e for e in finding.evidence if e not in current.evidence)
         current.date = max(current.date, finding.date)
         if URGENCY_RANK[finding.severity] > URGENCY_RANK[current.severity]:
-            current.severity, current.rule, current.action = finding.severity, finding.rule, finding.action
+            current.severity, current.rule, current.action = (
+                finding.severity,
+                finding.rule,
+                finding.action,
+            )
     ordered = sorted(merged.values(), key=lambda f: (-URGENCY_RANK[f.severity], f.condition))
     for finding in ordered:
         finding.rules = list(dict.fromkeys(finding.rules))
@@ -319,4 +382,6 @@ def merge_by_condition(findings: list[Finding]) -> list[Finding]:
 
 
 def all_findings(chart: Chart) -> list[Finding]:
-    return merge_by_condition(lab_findings(chart) + symptom_findings(chart) + reaction_findings(chart) + vaccine_findings(chart))
+    return merge_by_condition(
+        lab_findings(chart) + symptom_findings(chart) + reaction_findings(chart) + vaccine_findings(chart)
+    )

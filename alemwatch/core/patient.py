@@ -103,7 +103,7 @@ class LabResult(Record):
     date: IsoDate
     ref_low: Number | None = None
     ref_high: Number | None = None
-    analyte: Analyte = Field(default=None, exclude=True)  # type: ignore[assignment]
+    analyte: Analyte = Field(default="platelets", exclude=True)  # always set by _normalise
     canonical: float = Field(default=0.0, exclude=True)
     canonical_ref_low: float | None = Field(default=None, exclude=True)
     canonical_ref_high: float | None = Field(default=None, exclude=True)
@@ -112,7 +112,9 @@ class LabResult(Record):
     @classmethod
     def _normalise(cls, data: Any, info: ValidationInfo) -> Any:
         protocol: Protocol | None = (info.context or {}).get("protocol")
-        if protocol is None or not isinstance(data, dict):
+        if protocol is None:
+            raise ValueError("lab results are validated against a protocol (use parse_patient)")
+        if not isinstance(data, dict):
             return data
         return normalise_lab(protocol, data)
 
@@ -201,8 +203,11 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
             if isinstance(raw, bool) or not isinstance(raw, int | float):
                 raise ValueError(f"{bound}: must be a number, got {raw!r}")
             out[f"canonical_{bound}"] = float(raw) * factor
-    if out.get("canonical_ref_low") is not None and out.get("canonical_ref_high") is not None \
-            and out["canonical_ref_low"] > out["canonical_ref_high"]:
+    if (
+        out.get("canonical_ref_low") is not None
+        and out.get("canonical_ref_high") is not None
+        and out["canonical_ref_low"] > out["canonical_ref_high"]
+    ):
         raise ValueError("ref_low: is above ref_high")
     return out
 

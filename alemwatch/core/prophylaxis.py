@@ -11,7 +11,10 @@ from alemwatch.core.chart import Chart, add_months
 
 def herpes_prophylaxis(chart: Chart) -> dict[str, Any]:
     rule = chart.protocol.prophylaxis.herpes
-    base: dict[str, Any] = {"rule": rule.id, "cd4_threshold": rule.cd4_threshold if rule.require_cd4 else None}
+    base: dict[str, Any] = {
+        "rule": rule.id,
+        "cd4_threshold": rule.cd4_threshold if rule.require_cd4 else None,
+    }
     if not chart.courses:
         return {"status": "not_required", "earliest_stop": None, **base}
     course = chart.courses[-1]

@@ -75,4 +75,3 @@ def monitoring_plan(chart: Chart) -> list[Task]:
                 tasks.append((due, order, task))
     tasks.sort(key=lambda t: (t[0], t[1]))
     return [t[2] for t in tasks]
-

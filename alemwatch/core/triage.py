@@ -41,7 +41,12 @@ class Suspected:
     signs: list[str]
 
     def to_json(self) -> dict[str, object]:
-        return {"condition": self.condition, "urgency": self.urgency, "matched": self.matched, "signs": self.signs}
+        return {
+            "condition": self.condition,
+            "urgency": self.urgency,
+            "matched": self.matched,
+            "signs": self.signs,
+        }
 
 
 @dataclass(frozen=True)
@@ -149,8 +154,8 @@ class TriageEngine:
         if self.post.search(masked[end : end + 40].split(".")[0]):
             return True
         clause_start = 0
-        for end in CLAUSE_END.finditer(masked, 0, start):
-            clause_start = end.end()
+        for boundary in CLAUSE_END.finditer(masked, 0, start):
+            clause_start = boundary.end()
         before = masked[clause_start:start]
         last_stop = None
         for stop in self.terminators.finditer(before):
@@ -166,7 +171,10 @@ class TriageEngine:
     def _resolve(self, sign: Sign, days: int | None) -> tuple[str, str] | None:
         if days is None:
             if sign.days_unknown is not None:
-                return sign.days_unknown.condition or sign.condition, sign.days_unknown.urgency or sign.urgency
+                return (
+                    sign.days_unknown.condition or sign.condition,
+                    sign.days_unknown.urgency or sign.urgency,
+                )
             return None if sign.windows_only else (sign.condition, sign.urgency)
         for window in sign.windows:
             if window.contains(days):

@@ -80,8 +80,10 @@ def merge(base: Any, override: Any) -> Any:
             out[key] = merge(base[key], value) if key in base else value
         return out
     if isinstance(base, list) and (
-        isinstance(override, dict) and set(override) <= {"add", "remove"}
-        or isinstance(override, list) and all(isinstance(i, dict) and "id" in i for i in override)
+        isinstance(override, dict)
+        and set(override) <= {"add", "remove"}
+        or isinstance(override, list)
+        and all(isinstance(i, dict) and "id" in i for i in override)
         and all(isinstance(i, dict) and "id" in i for i in base)
     ):
         return _merge_rule_lists(base, override)
@@ -121,7 +123,12 @@ def _cross_checks(protocol: Protocol) -> list[ProtocolProblem]:
         seen[rule_id] = location
         match = tag.match(source)
         if not match or match.group(1) not in protocol.sources:
-            problems.append(ProtocolProblem(f"{location}.source", f"must start with a source tag from `sources`, got {source[:40]!r}"))
+            problems.append(
+                ProtocolProblem(
+                    f"{location}.source",
+                    f"must start with a source tag from `sources`, got {source[:40]!r}",
+                )
+            )
 
     for n, ae in enumerate(protocol.adverse_effects):
         rule(f"adverse_effects[{n}]", ae.id, ae.source)
@@ -134,9 +141,17 @@ def _cross_checks(protocol: Protocol) -> list[ProtocolProblem]:
         rule(f"baseline.tests[{n}]", bt.id, bt.source)
     for n, bs in enumerate(protocol.baseline.screening):
         rule(f"baseline.screening[{n}]", bs.id, bs.source)
-    rule("baseline.tuberculosis_positive", protocol.baseline.tuberculosis_positive.id, protocol.baseline.tuberculosis_positive.source)
+    rule(
+        "baseline.tuberculosis_positive",
+        protocol.baseline.tuberculosis_positive.id,
+        protocol.baseline.tuberculosis_positive.source,
+    )
     rule("vaccines", protocol.vaccines.id, protocol.vaccines.source)
-    rule("vaccines.after_course", protocol.vaccines.after_course.id, protocol.vaccines.after_course.source)
+    rule(
+        "vaccines.after_course",
+        protocol.vaccines.after_course.id,
+        protocol.vaccines.after_course.source,
+    )
     rule("courses", protocol.courses.id, protocol.courses.source)
     for name in ("premedication", "observation", "delayed_reactions"):
         part = getattr(protocol.infusion, name)
@@ -146,7 +161,9 @@ def _cross_checks(protocol: Protocol) -> list[ProtocolProblem]:
         rule(f"monitoring.tasks[{n}]", task.id, task.source)
         for exam in task.satisfied_by.exams:
             if exam not in protocol.exam_types:
-                problems.append(ProtocolProblem(f"monitoring.tasks[{n}].satisfied_by.exams", f"unknown exam type {exam!r}"))
+                problems.append(
+                    ProtocolProblem(f"monitoring.tasks[{n}].satisfied_by.exams", f"unknown exam type {exam!r}")
+                )
     for n, finding in enumerate(protocol.findings):
         rule(f"findings[{n}]", finding.id, finding.source)
     for name, param in protocol.parameters.items():
@@ -188,9 +205,7 @@ def load_file(path: str | Path) -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            ProtocolProblem(_format_location(err["loc"]), err["msg"]) for err in exc.errors(include_url=False)
-        ]
+        problems = [ProtocolProblem(_format_location(err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
         raise ProtocolError(str(path), problems) from None
     problems = _cross_checks(protocol)
     if problems:
