@@ -21,9 +21,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: Rich's help renderer alone costs ~130 ms of start-up
 )
-protocol_app = typer.Typer(help="Show or validate the protocol (the clinical rules as data).", no_args_is_help=True)
-schema_app = typer.Typer(help="Print JSON Schemas of the input files.", no_args_is_help=True)
+protocol_app = typer.Typer(
+    help="Show or validate the protocol (the clinical rules as data).", no_args_is_help=True, rich_markup_mode=None
+)
+schema_app = typer.Typer(help="Print JSON Schemas of the input files.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(schema_app, name="schema")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,8 +17,12 @@ from alemwatch.core.patient import Infusion, LabResult, Patient
 from alemwatch.protocol.model import Protocol
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def add_months(day: dt.date, months: int) -> dt.date:
-    """Calendar months, clamped to the month's end (Jan 31 + 1 month = Feb 28/29)."""
+    """Calendar months, clamped to the month's end (Jan 31 + 1 month = Feb 28/29).
+
+    Cached: a plan asks for the same (anchor, k) pairs for every task, and relativedelta
+    costs tens of microseconds a call."""
     result: dt.date = day + relativedelta(months=months)
     return result
 

@@ -10,12 +10,13 @@ one (spelling slips are corrected towards the lexicon, negation reaches only a f
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from alemwatch.core.lexicon import compile_phrase, normalise, vocabulary
 from alemwatch.protocol.model import URGENCY_RANK, Protocol, Sign
 
+CACHE_SIZE = 8192
 RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
 DECIMAL = re.compile(r"(\d)[.,](\d)")  # 39.5 -> 39_5: one word, so phrases and sentences hold
 CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
@@ -37,24 +38,24 @@ class Hit:
 class Suspected:
     condition: str
     urgency: str
-    matched: list[str]
-    signs: list[str]
+    matched: tuple[str, ...]
+    signs: tuple[str, ...]
 
     def to_json(self) -> dict[str, object]:
         return {
             "condition": self.condition,
             "urgency": self.urgency,
-            "matched": self.matched,
-            "signs": self.signs,
+            "matched": list(self.matched),
+            "signs": list(self.signs),
         }
 
 
 @dataclass(frozen=True)
 class TriageResult:
     urgency: str
-    suspected: list[Suspected]
+    suspected: tuple[Suspected, ...]
     advice: str
-    negated: list[str] = field(default_factory=list)
+    negated: tuple[str, ...] = ()
     days_since_infusion: int | None = None
 
     def to_json(self) -> dict[str, object]:
@@ -62,7 +63,7 @@ class TriageResult:
             "urgency": self.urgency,
             "suspected": [s.to_json() for s in self.suspected],
             "advice": self.advice,
-            "negated": self.negated,
+            "negated": list(self.negated),
             "days_since_infusion": self.days_since_infusion,
         }
 
@@ -93,6 +94,7 @@ class TriageEngine:
         self.fever_c = protocol.parameter("fever_celsius")
         self.high_fever_c = protocol.parameter("urgent_fever_celsius")
         self.delayed_window = protocol.int_parameter("delayed_reaction_window_days")
+        self._cache: dict[tuple[str, int | None], TriageResult] = {}
         self.actions = {ae.condition: ae.action for ae in protocol.adverse_effects if ae.action}
 
     # --- text preparation -----------------------------------------------------------
@@ -228,6 +230,16 @@ class TriageEngine:
         return hits, sorted(set(negated) - {hit.matched for hit in hits})
 
     def triage(self, text: str, days_since_infusion: int | None = None) -> TriageResult:
+        """Triage one report. Results are cached: a sweep re-reads the same reports daily."""
+        key = (text, days_since_infusion)
+        result = self._cache.get(key)
+        if result is None:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
+            result = self._cache[key] = self._triage(text, days_since_infusion)
+        return result
+
+    def _triage(self, text: str, days_since_infusion: int | None) -> TriageResult:
         hits, negated = self.hits(text, days_since_infusion)
         by_condition: dict[str, list[Hit]] = {}
         for hit in hits:
@@ -236,14 +248,16 @@ class TriageEngine:
             Suspected(
                 condition=condition,
                 urgency=max((h.urgency for h in group), key=URGENCY_RANK.__getitem__),
-                matched=list(dict.fromkeys(h.matched for h in group)),
-                signs=list(dict.fromkeys(h.sign for h in group)),
+                matched=tuple(dict.fromkeys(h.matched for h in group)),
+                signs=tuple(dict.fromkeys(h.sign for h in group)),
             )
             for condition, group in by_condition.items()
         ]
         suspected.sort(key=lambda s: (-URGENCY_RANK[s.urgency], s.condition))
         urgency = suspected[0].urgency if suspected else "routine"
-        return TriageResult(urgency, suspected, self.advice(urgency, suspected), negated, days_since_infusion)
+        return TriageResult(
+            urgency, tuple(suspected), self.advice(urgency, suspected), tuple(negated), days_since_infusion
+        )
 
     def advice(self, urgency: str, suspected: list[Suspected]) -> str:
         parts = [self.levels[urgency].advice]  # type: ignore[index]
