@@ -6,6 +6,7 @@ Typer app) so the contract's output is what is checked, not an internal structur
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from alemwatch.cli import app
+from alemwatch.core.assess import assess
 from alemwatch.core.findings import triage_engine
+from alemwatch.core.patient import parse_patient
 from alemwatch.protocol.load import load_protocol
-from alemwatch.protocol.model import URGENCY_RANK
+from alemwatch.protocol.model import URGENCY_RANK, Protocol
 
 CASES = Path(__file__).parent / "cases"
 ASSESS_CASES = sorted((CASES / "assess").glob("*.json"))
@@ -153,3 +156,45 @@ def test_there_are_enough_cases() -> None:
     assert len(ASSESS_CASES) >= 45
     assert len(TRIAGE_ENTRIES) >= 200
     assert len(ASSESS_CASES) + len(TRIAGE_FILES) >= 60
+
+
+def _rule_ids(protocol: Protocol) -> set[str]:
+    """Every rule of a protocol that a case can make fire."""
+    ids = {
+        r.id for r in [*protocol.findings, *protocol.contraindications, *protocol.cautions, *protocol.monitoring.tasks]
+    }
+    ids |= {t.id for t in protocol.baseline.tests} | {s.id for s in protocol.baseline.screening}
+    ids |= {protocol.baseline.tuberculosis_positive.id, protocol.vaccines.id, protocol.vaccines.after_course.id}
+    ids |= {protocol.courses.id, protocol.prophylaxis.herpes.id}
+    ids |= {
+        protocol.infusion.premedication.id,
+        protocol.infusion.observation.id,
+        protocol.infusion.delayed_reactions.id,
+    }
+    ids |= {s.id for s in protocol.triage.signs} | {c.id for c in protocol.triage.combinations}
+    return ids
+
+
+def _fired(out: dict[str, Any]) -> set[str]:
+    fired = {rule for f in out["findings"] for rule in f["rules"]}
+    fired |= {d["rule"] for d in out["deviations"]} | {t["rule"] for t in out["monitoring"]["tasks"]}
+    fired |= {r["rule"] for r in out.get("eligibility", {}).get("reasons", [])}
+    if out["prophylaxis"]["herpes"]["status"] != "not_required":
+        fired.add(out["prophylaxis"]["herpes"]["rule"])
+    return fired
+
+
+def test_every_protocol_rule_is_exercised_by_a_golden_case() -> None:
+    fired: set[str] = set()
+    for path in ASSESS_CASES:
+        case = json.loads(path.read_text())
+        protocol = load_protocol(case.get("jurisdiction") or "us")
+        out = assess(parse_patient(case["patient"], protocol), protocol, dt.date.fromisoformat(case["as_of"]))
+        fired |= _fired(out)
+    engine = triage_engine(load_protocol("us"))
+    for _, entry in TRIAGE_ENTRIES:
+        fired |= {
+            sign for s in engine.triage(entry["text"], entry.get("days_since_infusion")).suspected for sign in s.signs
+        }
+    never = (_rule_ids(load_protocol("us")) | _rule_ids(load_protocol("eu"))) - fired
+    assert not never, f"rules no golden case exercises: {sorted(never)}"
