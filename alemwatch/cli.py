@@ -45,7 +45,8 @@ JurisdictionOpt = Annotated[
 
 def fail(field: str, problem: str, code: int = 2) -> NoReturn:
     """Invalid input: one line on stderr naming the field, exit 2."""
-    sys.stderr.write(f"error: {field}: {problem}\n")
+    line = f"error: {field}: {problem}".replace("\r", "\\r").replace("\n", "\\n")
+    sys.stderr.write(line + "\n")
     raise typer.Exit(code)
 
 

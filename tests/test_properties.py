@@ -205,3 +205,11 @@ def test_any_malformed_patient_file_is_rejected_with_a_field_or_accepted(
         assert exc.field and exc.problem and "\n" not in str(exc)
         return
     assess(patient, PROTOCOL, dt.date(2026, 1, 1))
+
+
+@settings(max_examples=500, deadline=None)
+@given(day=st.dates(min_value=dt.date(1950, 1, 1), max_value=dt.date(2200, 12, 31)), months=st.integers(0, 600))
+def test_month_arithmetic_is_dateutils(day: dt.date, months: int) -> None:
+    from dateutil.relativedelta import relativedelta
+
+    assert add_months(day, months) == day + relativedelta(months=months)

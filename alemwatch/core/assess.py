@@ -11,7 +11,7 @@ from alemwatch.core.eligibility import eligibility
 from alemwatch.core.findings import all_findings
 from alemwatch.core.patient import Patient
 from alemwatch.core.prophylaxis import herpes_prophylaxis
-from alemwatch.core.schedule import monitoring_plan, monitoring_until
+from alemwatch.core.schedule import monitoring_plan, monitoring_until, tasks_to_json
 from alemwatch.protocol.model import Protocol
 
 
@@ -33,7 +33,7 @@ def assess(patient: Patient, protocol: Protocol, as_of: dt.date) -> dict[str, An
             "courses": [course.to_json() for course in chart.courses],
             "monitoring": {
                 "until": until.isoformat() if until else None,
-                "tasks": [task.to_json() for task in monitoring_plan(chart)],
+                "tasks": tasks_to_json(monitoring_plan(chart)),
             },
             "prophylaxis": {"herpes": herpes},
             "findings": [finding.to_json() for finding in all_findings(chart)],

@@ -6,25 +6,27 @@ Nothing dated after `as_of` is kept: an assessment sees the record as it stood t
 from __future__ import annotations
 
 import bisect
+import calendar
 import datetime as dt
-import functools
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-from dateutil.relativedelta import relativedelta
 
 from alemwatch.core.patient import Infusion, LabResult, Patient
 from alemwatch.protocol.model import Protocol
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def add_months(day: dt.date, months: int) -> dt.date:
     """Calendar months, clamped to the month's end (Jan 31 + 1 month = Feb 28/29).
 
-    Cached: a plan asks for the same (anchor, k) pairs for every task, and relativedelta
-    costs tens of microseconds a call."""
-    result: dt.date = day + relativedelta(months=months)
-    return result
+    The same arithmetic as `day + dateutil.relativedelta(months=months)` (a property test
+    holds them equal), at a twentieth of the cost: a plan asks for ~250 of these."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = divmod(index, 12)
+    return dt.date(year, month + 1, min(day.day, calendar.monthrange(year, month + 1)[1]))
+
+
+BY_DATE = operator.attrgetter("date")
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Course:
 
 def group_courses(infusions: Iterable[Infusion], max_gap_days: int) -> list[Course]:
     """Infusions no more than `max_gap_days` apart form one course; a longer gap starts the next."""
-    ordered = sorted(infusions, key=lambda i: i.date)
+    ordered = sorted(infusions, key=BY_DATE)
     groups: list[list[Infusion]] = []
     for infusion in ordered:
         if groups and (infusion.date - groups[-1][-1].date).days <= max_gap_days:
@@ -80,7 +82,7 @@ class Chart:
             if lab.date <= as_of:
                 labs.setdefault(lab.analyte, []).append(lab)
         for results in labs.values():
-            results.sort(key=lambda r: r.date)
+            results.sort(key=BY_DATE)
         aliases = {alias: kind for kind, names in protocol.exam_types.items() for alias in names}
         exams: dict[str, list[dt.date]] = {}
         for exam in patient.exams:

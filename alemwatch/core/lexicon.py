@@ -10,6 +10,7 @@ Matching never crosses a sentence end (. ! ? ;), so a phrase reads inside one se
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -85,6 +86,7 @@ def _sequence(phrase: str) -> str:
     return out + pending
 
 
+@functools.cache
 def compile_phrase(phrase: str) -> re.Pattern[str]:
     """Compile one lexicon phrase; raises PhraseError naming the problem."""
     return re.compile(r"(?<!\w)" + _sequence(phrase.strip().lower()) + r"(?!\w)")

@@ -9,6 +9,7 @@ are kept beside the normalised ones.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ from pydantic import (
 from alemwatch.protocol.model import Analyte, Protocol
 
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class PatientFileError(ValueError):
@@ -227,7 +229,9 @@ def _location(loc: tuple[int | str, ...], msg: str) -> tuple[str, str]:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part not in {"function-after[_stop_after_start(), ProphylaxisRecord]"}:
+        elif not IDENTIFIER.match(part):
+            path += f"[{json.dumps(part)}]"  # a key like "\n" stays on one line
+        else:
             path += f".{part}" if path else str(part)
     # Messages from the lab normaliser carry the sub-field first ("unit: ...").
     sub = re.match(r"^(?:Value error, )?(test|unit|value|ref_low|ref_high): (.*)$", msg)
@@ -245,7 +249,9 @@ def parse_patient(data: Any, protocol: Protocol) -> Patient:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         err = errors[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "int", "float"))))
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p in {"int", "float"} or p.startswith("function-")))
+        )
         field, problem = _location(loc, err["msg"])
         if err["type"] == "extra_forbidden":
             problem = "unknown key"

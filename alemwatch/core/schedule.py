@@ -8,14 +8,16 @@ and starts its own, so the 48-month clock restarts.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import functools
+from typing import NamedTuple
 
 from alemwatch.core.chart import Chart, add_months, any_between
 from alemwatch.protocol.model import MonitoringTask
 
 
-@dataclass(frozen=True)
-class Task:
+class Task(NamedTuple):
+    """One monitoring task (a named tuple: a plan builds hundreds per assessment)."""
+
     task: str
     due: dt.date
     status: str
@@ -25,22 +27,35 @@ class Task:
     done_on: dt.date | None
     rule: str
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "task": self.task,
-            "due": self.due.isoformat(),
-            "status": self.status,
-            "window": [self.window_start.isoformat(), self.window_end.isoformat()],
-            "course": self.course,
-            "done_on": self.done_on.isoformat() if self.done_on else None,
-            "rule": self.rule,
-        }
+
+def tasks_to_json(tasks: list[Task]) -> list[dict[str, object]]:
+    """The tasks as the contract's JSON. Tasks share due dates and windows, so each date is
+    formatted once per plan."""
+    iso: dict[dt.date, str] = {}
+    out: list[dict[str, object]] = []
+    for task in tasks:
+        due = iso.get(task.due) or iso.setdefault(task.due, task.due.isoformat())
+        start = iso.get(task.window_start) or iso.setdefault(task.window_start, task.window_start.isoformat())
+        end = iso.get(task.window_end) or iso.setdefault(task.window_end, task.window_end.isoformat())
+        done_on = task.done_on.isoformat() if task.done_on else None
+        out.append(
+            {
+                "task": task.task,
+                "due": due,
+                "status": task.status,
+                "window": [start, end],
+                "course": task.course,
+                "done_on": done_on,
+                "rule": task.rule,
+            }
+        )
+    return out
 
 
 def task_status(due: dt.date, spec: MonitoringTask, dates: list[dt.date], as_of: dt.date, course: int) -> Task:
-    start = due - dt.timedelta(days=spec.window_before_days)
-    end = due + dt.timedelta(days=spec.window_after_days)
-    done_on = any_between(dates, start, min(end, as_of))
+    start = due - _days(spec.window_before_days)
+    end = due + _days(spec.window_after_days)
+    done_on = any_between(dates, start, end if end < as_of else as_of)
     if done_on is not None:
         status = "done"
     elif as_of < start:
@@ -50,6 +65,11 @@ def task_status(due: dt.date, spec: MonitoringTask, dates: list[dt.date], as_of:
     else:
         status = "overdue"
     return Task(spec.task, due, status, start, end, course, done_on, spec.id)
+
+
+@functools.cache
+def _days(days: int) -> dt.timedelta:
+    return dt.timedelta(days=days)
 
 
 def monitoring_until(chart: Chart) -> dt.date | None:
@@ -66,12 +86,12 @@ def monitoring_plan(chart: Chart) -> list[Task]:
     tasks: list[tuple[dt.date, int, Task]] = []
     for index, course in enumerate(chart.courses):
         next_start = chart.courses[index + 1].start if index + 1 < len(chart.courses) else None
+        dues = [add_months(course.end, months) for months in range(horizon + 1)]  # shared by every task
         for order, spec in enumerate(specs):
             for months in range(spec.interval_months, horizon + 1, spec.interval_months):
-                due = add_months(course.end, months)
+                due = dues[months]
                 if next_start is not None and due >= next_start:
                     break
-                task = task_status(due, spec, dates[spec.id], chart.as_of, course.number)
-                tasks.append((due, order, task))
+                tasks.append((due, order, task_status(due, spec, dates[spec.id], chart.as_of, course.number)))
     tasks.sort(key=lambda t: (t[0], t[1]))
     return [t[2] for t in tasks]

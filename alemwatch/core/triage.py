@@ -121,24 +121,38 @@ class TriageEngine:
 
         def fix(match: re.Match[str]) -> str:
             word = match.group(0)
-            if len(word) < 4 or word in self.words or self._english.get(word, 0) >= RARE_WORD:
+            if len(word) < 4 or word in self.words:
+                return word
+            limit = 2 if len(word) >= 9 else 1
+            close = extract(word, self._targets, scorer=DamerauLevenshtein.distance, score_cutoff=limit, limit=8)
+            anagram = self._anagrams.get(word[0] + "".join(sorted(word)))
+            stem = None if close or anagram else self._near_stem(word)
+            if not (close or anagram or stem):
+                return word
+            # Only now is the English dictionary needed (loading it costs ~0.3 s once).
+            if self._english.get(word, 0) >= RARE_WORD:
                 return word
             if word in self._english and any(word.startswith(s) for s in self.stems):
                 return word  # a real word the lexicon already reads ("slurred": slur*)
-            limit = 2 if len(word) >= 9 else 1
-            close = extract(word, self._targets, scorer=DamerauLevenshtein.distance, score_cutoff=limit, limit=8)
             if close:
                 # Fewest edits first, then a word with the same first letter ("yelow" -> "yellow").
                 return str(min(close, key=lambda c: (c[1], c[0][0] != word[0]))[0])
-            anagram = self._anagrams.get(word[0] + "".join(sorted(word)))
             if anagram:
                 return anagram  # letters swapped further apart: "tounge" -> "tongue"
-            for stem in sorted(self.stems, key=lambda x: (-len(x), x)):
-                if len(stem) >= 4 and DamerauLevenshtein.distance(word[: len(stem)], stem) <= 1:
-                    return stem + word[len(stem) :]
-            return word
+            return stem or word
 
         return re.sub(r"[a-z]+", fix, text)
+
+    def _near_stem(self, word: str) -> str | None:
+        """`word` with its head replaced by a lexicon stem one slip away ("brusing" -> "bruising")."""
+        from rapidfuzz.distance import DamerauLevenshtein
+
+        if any(word.startswith(s) for s in self.stems):
+            return None
+        for stem in sorted(self.stems, key=lambda x: (-len(x), x)):
+            if len(stem) >= 4 and DamerauLevenshtein.distance(word[: len(stem)], stem) <= 1:
+                return stem + word[len(stem) :]
+        return None
 
     def _masked(self, text: str) -> str:
         """The text with pseudo-negations blanked out (same length, so offsets hold)."""
