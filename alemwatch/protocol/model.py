@@ -404,6 +404,11 @@ class Triage(Strict):
     temperature: Temperature
 
 
+class DeviationSeverity(Strict):
+    source: str
+    codes: dict[str, Urgency]
+
+
 class Protocol(Strict):
     format_version: Literal[1]
     protocol_version: str
@@ -420,6 +425,7 @@ class Protocol(Strict):
     infusion: Infusion
     prophylaxis: Prophylaxis
     monitoring: Monitoring
+    deviation_severity: DeviationSeverity
     exam_types: dict[str, list[str]]
     analytes: dict[Analyte, AnalyteSpec]
     findings: list[FindingRule]

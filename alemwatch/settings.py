@@ -1,0 +1,41 @@
+"""One typed settings object, read from the environment (ALEMWATCH_*)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-only-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALEMWATCH_", extra="ignore")
+
+    environment: Literal["development", "production", "test"] = "development"
+    database_url: str = Field(default="sqlite:///./alemwatch.db", description="SQLAlchemy URL; SQLite by default.")
+    secret_key: str = Field(default=DEV_SECRET, description="Signs session cookies and CSRF tokens.")
+    jurisdiction: Literal["us", "eu"] = "us"
+    session_hours: int = Field(default=12, gt=0)
+    token_days: int = Field(default=30, gt=0)
+    cookie_secure: bool = False
+    login_attempts_per_window: int = Field(default=5, gt=0, description="Failed logins allowed per user and window.")
+    login_window_seconds: int = Field(default=300, gt=0)
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    audit_reads: bool = True
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+                raise ValueError("ALEMWATCH_SECRET_KEY must be set to 32+ random characters in production")
+            if not self.cookie_secure:
+                raise ValueError("ALEMWATCH_COOKIE_SECURE must be true in production (HTTPS only)")
+        return self
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""The registry's storage: models, migrations, repositories."""
