@@ -27,8 +27,18 @@ protocol_app = typer.Typer(
     help="Show or validate the protocol (the clinical rules as data).", no_args_is_help=True, rich_markup_mode=None
 )
 schema_app = typer.Typer(help="Print JSON Schemas of the input files.", no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(help="The registry database: migrations.", no_args_is_help=True, rich_markup_mode=None)
+user_app = typer.Typer(
+    help="People who use the registry: add, list, disable.", no_args_is_help=True, rich_markup_mode=None
+)
+audit_app = typer.Typer(
+    help="The audit trail of every access to patient data.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(protocol_app, name="protocol")
 app.add_typer(schema_app, name="schema")
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+app.add_typer(audit_app, name="audit")
 
 
 class Jurisdiction(StrEnum):
@@ -238,15 +248,304 @@ def protocol_show(
     show_protocol(protocol, section.value if section else None)
 
 
+def _database_url() -> str:
+    from alemwatch.settings import get_settings
+
+    return get_settings().database_url
+
+
+def _require_migrated(url: str) -> None:
+    from alemwatch.store.db import NotMigrated, ensure_migrated
+
+    try:
+        ensure_migrated(url)
+    except NotMigrated as exc:
+        sys.stderr.write(f"error: database: {exc}\n")
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API (POST /api/assess, POST /api/triage; OpenAPI at /docs)."""
+    """Serve the registry (REST API; OpenAPI at /docs). Refuses an unmigrated database."""
     import uvicorn
 
-    uvicorn.run("alemwatch.api.app:app", host=host, port=port, log_level="info")
+    _require_migrated(_database_url())
+    uvicorn.run("alemwatch.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the database named by ALEMWATCH_DATABASE_URL (default ./alemwatch.db)."""
+    from alemwatch.store.db import current_revision, upgrade
+
+    url = _database_url()
+    upgrade(url)
+    print(f"database at revision {current_revision(url)}")
+
+
+@user_app.command("add")
+def user_add(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option("--role", help="admin, clinician, nurse or patient.")],
+    patient: Annotated[str | None, typer.Option("--patient", help="For a patient account: their record's id.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Add a user. The password is asked for (or read from stdin); there is no default."""
+    from alemwatch.security import create_user
+    from alemwatch.store.db import transaction
+
+    url = _database_url()
+    _require_migrated(url)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        with transaction(url) as session:
+            user = create_user(session, username, password, role, patient)
+            print(f"added {user.role} {user.username!r} (id {user.id})")
+    except ValueError as exc:
+        field, _, problem = str(exc).partition(": ")
+        fail(field, problem or str(exc))
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOpt = False) -> None:
+    """List users (never their passwords)."""
+    from sqlalchemy import select
+
+    from alemwatch.store import models as m
+    from alemwatch.store.db import session_factory
+
+    url = _database_url()
+    _require_migrated(url)
+    with session_factory(url)() as session:
+        users = [
+            {"id": u.id, "username": u.username, "role": u.role, "patient_id": u.patient_id, "disabled": u.disabled}
+            for u in session.execute(select(m.User).order_by(m.User.id)).scalars()
+        ]
+    if as_json:
+        _print_json(users)
+    else:
+        for u in users:
+            state = "disabled" if u["disabled"] else "active"
+            print(f"{u['id']:>4}  {u['username']:<24} {u['role']:<10} {state:<8} {u['patient_id'] or ''}")
+
+
+@user_app.command("disable")
+def user_disable(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
+    """Disable a user: their sessions and tokens stop working at once."""
+    from sqlalchemy import select
+
+    from alemwatch.store import models as m
+    from alemwatch.store.db import transaction
+
+    url = _database_url()
+    _require_migrated(url)
+    with transaction(url) as session:
+        user = session.execute(select(m.User).where(m.User.username == username)).scalar_one_or_none()
+        if user is None:
+            fail("username", f"no user {username!r}")
+        user.disabled = True
+    print(f"disabled {username!r}")
+
+
+@audit_app.command("export")
+def audit_export(
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only events at or after this date (YYYY-MM-DD) or ISO time.")
+    ] = None,
+) -> None:
+    """Print audit events as NDJSON (one JSON object per line)."""
+    from alemwatch.store.audit import export
+    from alemwatch.store.db import session_factory
+
+    moment = None
+    if since is not None:
+        try:
+            moment = dt.datetime.fromisoformat(since)
+        except ValueError:
+            fail("--since", f"must be a date or ISO date-time, got {since!r}")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+    url = _database_url()
+    _require_migrated(url)
+    with session_factory(url)() as session:
+        for line in export(session, moment):
+            sys.stdout.write(line + "\n")
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(help="Patient files: a JSON array or NDJSON (one per line).")],
+    sweep_after: Annotated[
+        bool, typer.Option("--sweep/--no-sweep", help="Assess the imported patients afterwards.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import patient files; each patient whole or not at all; bad records are reported."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alemwatch.protocol.load import load_protocol
+    from alemwatch.registry.importer import ImportFileError, import_file
+
+    url = _database_url()
+    _require_migrated(url)
+    if not file.exists():
+        fail(str(file), "no such file")
+    protocol = load_protocol(_jurisdiction())
+    columns = (
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[labs]} lab results"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=as_json, transient=False) as progress:
+        task = progress.add_task("import", total=None, labs=0)
+        try:
+            report = import_file(
+                file, url, protocol, lambda done, labs: progress.update(task, completed=done, labs=labs)
+            )
+        except ImportFileError as exc:
+            fail(str(file), str(exc))
+        except UnicodeDecodeError:
+            fail(str(file), "is not UTF-8 text")
+    swept = _sweep(url, protocol, dt.date.today(), False, quiet=True) if sweep_after and report.patients else None
+    document = {
+        "patients": report.patients,
+        "records": report.records,
+        "lab_results": report.labs,
+        "errors": report.errors,
+        "sweep": swept.to_json() if swept else None,
+    }
+    if as_json:
+        _print_json(document)
+    else:
+        print(f"imported {report.patients} patients ({report.labs} lab results, {report.records} new records)")
+        for error in report.errors:
+            sys.stderr.write(f"rejected: {error}\n")
+    if report.errors and not report.patients:
+        raise typer.Exit(2)
+
+
+def _jurisdiction() -> str:
+    from alemwatch.settings import get_settings
+
+    return get_settings().jurisdiction
+
+
+def _sweep(url: str, protocol: Any, day: dt.date, full: bool, quiet: bool = False) -> Any:
+    from rich.progress import Progress
+
+    from alemwatch.registry.sweep import sweep as run_sweep
+
+    with Progress(disable=quiet, transient=True) as progress:
+        task = progress.add_task("assessing", total=None)
+        return run_sweep(
+            url, protocol, day, full, lambda done, total: progress.update(task, completed=done, total=total)
+        )
+
+
+@app.command()
+def sweep(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The day to assess (YYYY-MM-DD); default today.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Re-assess every patient (after a protocol change).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-assess the patients whose status can have changed; raise and close alerts."""
+    from alemwatch.protocol.load import load_protocol
+
+    day = _parse_date(as_of, "--as-of")
+    url = _database_url()
+    _require_migrated(url)
+    report = _sweep(url, load_protocol(_jurisdiction()), day, full, quiet=as_json)
+    if as_json:
+        _print_json(report.to_json())
+    else:
+        print(
+            f"{report.mode} sweep as of {report.as_of}: assessed {report.assessed} of {report.patients} patients "
+            f"in {report.seconds:.2f} s; {report.alerts_open} alerts open"
+        )
+
+
+@app.command()
+def demo(
+    patients: Annotated[
+        int, typer.Option("--patients", help="How many synthetic patients.", min=1, max=1_000_000)
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same cohort).")] = 7,
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing when the registry has patients.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write NDJSON to this file instead of storing.")
+    ] = None,
+) -> None:
+    """Generate a realistic synthetic cohort (no real people) and store it, or write it out."""
+    from alemwatch.demo import build_cohort
+
+    if output is not None:
+        with output.open("w", encoding="utf-8") as handle:
+            for record in build_cohort(patients, seed):
+                handle.write(json.dumps(record) + "\n")
+        print(f"wrote {patients} patients to {output}")
+        return
+    from alemwatch.protocol.load import load_protocol
+    from alemwatch.store import models as m
+    from alemwatch.store.db import session_factory, transaction
+    from alemwatch.store.repo import save_patient_file
+
+    url = _database_url()
+    _require_migrated(url)
+    with session_factory(url)() as session:
+        if if_empty and session.query(m.Patient).count():
+            print("registry has patients; demo cohort not loaded")
+            return
+    protocol = load_protocol(_jurisdiction())
+    with transaction(url) as session:
+        for record in build_cohort(patients, seed):
+            save_patient_file(session, record, protocol, source="demo")
+    report = _sweep(url, protocol, dt.date.today(), False)
+    print(f"loaded {patients} demo patients; {report.alerts_open} alerts open")
+
+
+@app.command("dev-setup")
+def dev_setup(
+    patients: Annotated[int, typer.Option("--patients", help="Demo cohort size when the registry is empty.")] = 200,
+) -> None:
+    """For `make run`: migrate, load a demo cohort if empty, create demo users and print them."""
+    import secrets
+
+    from sqlalchemy import select
+
+    from alemwatch.security import create_user, hash_password
+    from alemwatch.store import models as m
+    from alemwatch.store.db import transaction, upgrade
+
+    url = _database_url()
+    upgrade(url)
+    demo(patients=patients, seed=7, if_empty=True, output=None)
+    accounts = [
+        ("demo-clinician", "clinician", None),
+        ("demo-nurse", "nurse", None),
+        ("demo-patient", "patient", "demo-000001"),
+    ]
+    print("\nDemo accounts (new passwords each start; development only):")
+    with transaction(url) as session:
+        for username, role, patient_id in accounts:
+            password = secrets.token_urlsafe(12)
+            user = session.execute(select(m.User).where(m.User.username == username)).scalar_one_or_none()
+            if user is None:
+                create_user(session, username, password, role, patient_id)
+            else:
+                user.password_hash, user.disabled = hash_password(password), False
+            print(f"  {role:<10} {username:<16} password {password}")
+    print("\nOpen http://127.0.0.1:8000/docs (API).")
 
 
 def main() -> None:

@@ -1,62 +1,100 @@
-"""HTTP API: the clinical core behind FastAPI (OpenAPI at /docs). Thin: no clinical logic."""
+"""The HTTP application: the registry's REST API (OpenAPI at /docs).
+
+One place turns errors into responses: a bad field is a 4xx naming it, never a 500. The
+application refuses to start on a database that is not migrated."""
 
 from __future__ import annotations
 
-import datetime as dt
-from typing import Annotated, Any, Literal
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from alemwatch import __version__
-from alemwatch.core.assess import assess
-from alemwatch.core.findings import triage_engine
-from alemwatch.core.patient import PatientFileError, parse_patient
-from alemwatch.protocol.load import load_protocol
+from alemwatch.api.deps import authorize
+from alemwatch.api.routes import router
+from alemwatch.core.patient import PatientFileError
+from alemwatch.registry.alerts import AlertStateError
+from alemwatch.settings import Settings, get_settings
+from alemwatch.store.db import NotMigrated, ensure_migrated
+from alemwatch.store.repo import Conflict
 
-app = FastAPI(
-    title="alemwatch",
-    version=__version__,
-    description="Safety programme for alemtuzumab (Lemtrada): assessment and symptom triage.",
-)
-Jurisdiction = Literal["us", "eu"]
+log = logging.getLogger("alemwatch")
 
 
-class TriageRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=5000, description="What the patient reports, in their own words.")
-    days_since_infusion: int | None = Field(default=None, ge=0, le=100000)
-    jurisdiction: Jurisdiction = "us"
-
-
-@app.exception_handler(PatientFileError)
-async def patient_file_error(request: Request, exc: PatientFileError) -> JSONResponse:
+def _field_error(status: int, field: str, message: str) -> JSONResponse:
     return JSONResponse(
-        status_code=422,
-        content={"detail": [{"loc": exc.field.split("."), "msg": exc.problem, "field": exc.field}]},
+        status_code=status, content={"detail": [{"loc": field.split("."), "field": field, "msg": message}]}
     )
 
 
-@app.get("/api/health")
-def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(PatientFileError)
+    async def patient_file_error(request: Request, exc: PatientFileError) -> JSONResponse:
+        return _field_error(422, exc.field, exc.problem)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": list(e["loc"]),
+                "field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
+                "msg": e["msg"],
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(AlertStateError)
+    async def alert_state(request: Request, exc: AlertStateError) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(NotMigrated)
+    async def not_migrated(request: Request, exc: NotMigrated) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)})
 
 
-@app.post("/api/assess")
-def assess_patient(
-    patient: Annotated[
-        dict[str, Any],
-        Body(description="A contract patient file (see `alemwatch schema patient`)."),
-    ],
-    as_of: Annotated[dt.date | None, Query(description="Assess as of this date; default today.")] = None,
-    jurisdiction: Annotated[Jurisdiction, Query()] = "us",
-) -> dict[str, Any]:
-    protocol = load_protocol(jurisdiction)
-    return assess(parse_patient(patient, protocol), protocol, as_of or dt.date.today())
+def _limit_body_size(app: FastAPI, max_bytes: int) -> None:
+    @app.middleware("http")
+    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_bytes):
+            return JSONResponse(status_code=413, content={"detail": f"body larger than {max_bytes} bytes"})
+        return await call_next(request)
 
 
-@app.post("/api/triage")
-def triage(request: TriageRequest) -> dict[str, object]:
-    engine = triage_engine(load_protocol(request.jurisdiction))
-    return engine.triage(request.text, request.days_since_infusion).to_json()
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ensure_migrated(settings.database_url)  # refuse to serve an unmigrated database
+        yield
+
+    app = FastAPI(
+        title="alemwatch",
+        version=__version__,
+        description="Registry and safety programme for alemtuzumab (Lemtrada): patients, assessments, alerts.",
+        dependencies=[Depends(authorize)],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.include_router(router)
+    _install_error_handlers(app)
+    _limit_body_size(app, settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for `uvicorn --factory alemwatch.api.app:app_from_env`."""
+    return create_app()
+
+
+__all__ = ["create_app", "app_from_env", "NotMigrated"]

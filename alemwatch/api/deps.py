@@ -1,0 +1,120 @@
+"""FastAPI dependencies: settings, the request's transaction, the acting user, access rules.
+
+Routes never commit: the session dependency commits when the route returns and rolls back
+when it raises. Every route has an access rule in `alemwatch.api.policy`; a route without
+one is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from alemwatch.api.policy import POLICY
+from alemwatch.protocol.load import load_protocol
+from alemwatch.protocol.model import Protocol
+from alemwatch.security import Actor, actor_for, session_for_cookie, user_for_token
+from alemwatch.settings import Settings, get_settings
+from alemwatch.store import audit
+from alemwatch.store.db import session_factory, transaction
+
+SESSION_COOKIE = "alemwatch_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def settings_dep(request: Request) -> Settings:
+    settings: Settings = getattr(request.app.state, "settings", None) or get_settings()
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(settings_dep)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    with session_factory(settings.database_url).begin() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def protocol_dep(settings: SettingsDep) -> Protocol:
+    return load_protocol(settings.jurisdiction)
+
+
+ProtocolDep = Annotated[Protocol, Depends(protocol_dep)]
+
+
+def client_ip(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _identify(request: Request, session: Session) -> tuple[Actor, str | None] | None:
+    """The user behind a bearer token or a session cookie, with the session's CSRF token."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        user = user_for_token(session, header[7:].strip())
+        return (actor_for(user, "token"), None) if user else None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        found = session_for_cookie(session, cookie)
+        if found:
+            return actor_for(found[0], "session"), found[1]
+    return None
+
+
+def deny(request: Request, settings: Settings, actor: Actor | None, status: int, message: str) -> HTTPException:
+    """Refuse, and record the refusal in its own transaction (the request's will roll back)."""
+    who = actor or Actor(None, "anonymous", "anonymous", via="none")
+    patient_id = request.path_params.get("patient_id")
+    with transaction(settings.database_url) as session:
+        audit.record(
+            session,
+            who,
+            request.method.lower(),
+            request.url.path,
+            patient_id,
+            "denied",
+            client_ip(request),
+            status=status,
+        )
+    return HTTPException(status_code=status, detail=message)
+
+
+async def authorize(request: Request, session: SessionDep, settings: SettingsDep) -> Actor | None:
+    """Apply the route's access rule: role, own-record scope for patients, CSRF for cookies."""
+    route = request.scope.get("route")
+    rule = POLICY.get(getattr(route, "name", ""))
+    if rule is None:
+        raise deny(request, settings, None, 403, "no access rule for this route")
+    if rule.public:
+        return None
+    found = _identify(request, session)
+    if found is None:
+        raise HTTPException(status_code=401, detail="log in first", headers={"WWW-Authenticate": "Bearer"})
+    actor, csrf = found
+    if actor.role not in rule.roles:
+        raise deny(request, settings, actor, 403, f"a {actor.role} may not do this")
+    if actor.role == "patient" and rule.own_record and request.path_params.get("patient_id") != actor.patient_id:
+        raise deny(request, settings, actor, 403, "a patient may only see their own record")
+    if actor.via == "session" and request.method not in SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER)
+        if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            sent = (await request.form()).get("csrf_token")  # type: ignore[assignment]
+        if not sent or sent != csrf:
+            raise deny(request, settings, actor, 403, "missing or wrong CSRF token")
+    request.state.actor = actor
+    return actor
+
+
+def current_actor(request: Request) -> Actor:
+    actor: Actor | None = getattr(request.state, "actor", None)
+    if actor is None:
+        raise HTTPException(status_code=401, detail="log in first")
+    return actor
+
+
+ActorDep = Annotated[Actor, Depends(current_actor)]

@@ -1,0 +1,1 @@
+"""Registry services: refresh, alerts, sweep, import, worklist."""
