@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -274,7 +275,17 @@ def serve(
     import uvicorn
 
     _require_migrated(_database_url())
-    uvicorn.run("alemwatch.api.app:app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info")
+    # uvicorn's access log would print paths with patient ids; the app logs route templates instead.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    uvicorn.run(
+        "alemwatch.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
 
 
 @db_app.command("upgrade")

@@ -6,6 +6,7 @@ application refuses to start on a database that is not migrated."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -70,6 +71,19 @@ def _limit_body_size(app: FastAPI, max_bytes: int) -> None:
         return await call_next(request)
 
 
+def _log_requests(app: FastAPI) -> None:
+    """One log line per request with the route's template, never its patient ids or bodies."""
+
+    @app.middleware("http")
+    async def request_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "(unmatched)")
+        log.info("%s %s %s %.1f ms", request.method, path, response.status_code, (time.perf_counter() - started) * 1000)
+        return response
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -89,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(router)
     _install_error_handlers(app)
     _limit_body_size(app, settings.max_body_bytes)
+    _log_requests(app)
     return app
 
 
