@@ -29,14 +29,15 @@ def record_dates(patient: Patient) -> list[dt.date]:
 
 
 def next_change(
-    result: dict[str, Any], as_of: dt.date, infusion_week_days: int, records: list[dt.date]
+    result: dict[str, Any], as_of: dt.date, infusion_week_days: int, records: list[dt.date], lookahead: dt.timedelta
 ) -> dt.date | None:
-    """The first day after `as_of` on which some status in `result` may change by itself."""
+    """The first day after `as_of` on which some status in `result` may change by itself
+    (`lookahead`: how long before its window a task is listed on the worklist)."""
     days: list[dt.date] = list(records)
     for task in result["monitoring"]["tasks"]:
         if task["status"] != "done":
             start, end = (dt.date.fromisoformat(d) for d in task["window"])
-            days += [start, end + ONE_DAY]
+            days += [start - lookahead, start, end + ONE_DAY]
     until = result["monitoring"]["until"]
     if until:
         days.append(dt.date.fromisoformat(until) + ONE_DAY)
@@ -51,7 +52,8 @@ def next_change(
                 days.append(dt.date.fromisoformat(item["valid_until"]) + ONE_DAY)
         for key in ("earliest_start", "planned_course_start"):
             if eligibility.get(key):
-                days.append(dt.date.fromisoformat(eligibility[key]))
+                day = dt.date.fromisoformat(eligibility[key])
+                days += [day, day + ONE_DAY]  # the planned course leaves the worklist the day after
     for course in result["courses"]:
         days.append(dt.date.fromisoformat(course["end"]) + dt.timedelta(days=infusion_week_days) + ONE_DAY)
     return _later(days, as_of)

@@ -127,6 +127,6 @@ def refresh_patient(
     state.assessed_on = as_of
     state.protocol_version = protocol.protocol_version
     week = protocol.int_parameter("infusion_week_after_last_days")
-    state.next_change_on = next_change(result, as_of, week, record_dates(patient))
+    state.next_change_on = next_change(result, as_of, week, record_dates(patient), TEST_LOOKAHEAD)
     state.summary = summary(result)
     return result
