@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/alemwatch dev-setup --patients 200
 	$(BIN)/alemwatch serve --host 127.0.0.1 --port 8000
 
 test: $(STAMP)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from sqlalchemy import select
 from alemwatch.protocol.load import load_protocol
 from alemwatch.registry.sweep import sweep
 from alemwatch.store import models as m
-from alemwatch.store.db import get_engine, session_factory, transaction
+from alemwatch.store.db import session_factory, transaction
 from alemwatch.store.repo import save_patient_file
 
 EXAMPLE = json.loads((Path(__file__).resolve().parent.parent / "examples" / "patient-contract.json").read_text())
