@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -215,6 +216,24 @@ class PatientState(Base):
     protocol_version: Mapped[str | None] = mapped_column(String(40))
     next_change_on: Mapped[dt.date | None] = mapped_column(Date)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PatientChart(Base):
+    """The patient's records packed for the bulk sweep (alemwatch.store.charts)."""
+
+    __tablename__ = "patient_charts"
+    __table_args__ = (_patient_fk("patient_charts"),)
+    patient_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    format: Mapped[int] = mapped_column(Integer)
+    attrs: Mapped[bytes] = mapped_column(LargeBinary)
+    texts: Mapped[list[Any]] = mapped_column(default=list)
+    lab: Mapped[bytes] = mapped_column(LargeBinary)
+    inf: Mapped[bytes] = mapped_column(LargeBinary)
+    rx: Mapped[bytes] = mapped_column(LargeBinary)
+    exam: Mapped[bytes] = mapped_column(LargeBinary)
+    vac: Mapped[bytes] = mapped_column(LargeBinary)
+    pro: Mapped[bytes] = mapped_column(LargeBinary)
+    sym: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class WorklistItem(Base):

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from alemwatch.core.patient import Patient, parse_patient
 from alemwatch.protocol.model import Protocol
+from alemwatch.store import charts
 from alemwatch.store import models as m
 
 CHILD_LISTS: dict[str, type[m.Base]] = {
@@ -143,7 +144,12 @@ def lock_patient(session: Session, patient_id: str) -> m.Patient | None:
     return session.execute(query).scalar_one_or_none()
 
 
-def mark_changed(session: Session, patient_id: str) -> None:
+def mark_changed(session: Session, patient_id: str, protocol: Protocol) -> None:
+    """After any change to a patient's record: rewrite the chart, queue re-assessment."""
+    session.flush()
+    patient = load_patient(session, patient_id, protocol)
+    if patient is not None:
+        charts.store(session, patient, protocol)
     state = session.get(m.PatientState, patient_id)
     if state is None:
         session.add(m.PatientState(patient_id=patient_id, data_version=1, assessed_version=0))
@@ -184,7 +190,7 @@ def save_patient_file(
             added += len(rows)
         else:
             added += insert_ignore(session, model, rows)
-    mark_changed(session, patient.id)
+    mark_changed(session, patient.id, protocol)
     return patient.id, created, added
 
 
@@ -195,13 +201,10 @@ def patient_file(session: Session, patient_id: str) -> dict[str, Any] | None:
         return None
 
     def rows(model: Any) -> list[Any]:
-        return list(
-            session.execute(
-                select(model)
-                .where(model.patient_id == patient_id)
-                .order_by(model.date if hasattr(model, "date") else model.start)
-            ).scalars()
-        )
+        # Same-day records in id order: deterministic, so every reader sees the same "latest".
+        order = model.date if hasattr(model, "date") else model.start
+        query = select(model).where(model.patient_id == patient_id).order_by(order, model.id)
+        return list(session.execute(query).scalars())
 
     data: dict[str, Any] = {"id": row.id, "sex": row.sex, "screening": row.screening}
     if row.birth_date:
@@ -294,7 +297,7 @@ def add_records(
         out.append((row["id"], True))
     if any(created for _, created in out):
         lock_patient(session, patient_id)
-        mark_changed(session, patient_id)
+        mark_changed(session, patient_id, protocol)
     return out
 
 
