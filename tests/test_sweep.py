@@ -74,3 +74,35 @@ def test_incremental_sweeps_equal_a_full_reassessment_every_day(db_url: str, tmp
         sweep(db_url, PROTOCOL, day, full=True)
         assert _snapshot(db_url) == incremental, f"incremental sweep missed a change on {day}"
     assert min(assessed) == 0 < max(assessed)  # some days nothing needs re-assessing, some days something does
+
+
+def test_the_bulk_digest_equals_the_per_patient_digest_for_every_golden_case() -> None:
+    """The sweep skips rewriting a patient when these agree, so they must agree exactly."""
+    from alemwatch.core.assess import assess
+    from alemwatch.core.bulk import bulk_assess
+    from alemwatch.core.columnar import Cohort
+    from alemwatch.core.patient import parse_patient
+    from alemwatch.registry.digest import digest_bulk, digest_result
+    from alemwatch.registry.refresh import TEST_LOOKAHEAD
+    from alemwatch.registry.sweep import _prophylaxis_days
+
+    cases = sorted((Path(__file__).parent / "cases" / "assess").glob("*.json"))
+    by_day: dict[tuple[str, str], list[Any]] = {}
+    for path in cases:
+        case = json.loads(path.read_text())
+        by_day.setdefault((case["as_of"], case.get("jurisdiction") or "us"), []).append(case["patient"])
+    checked = 0
+    for (as_of, jurisdiction), files in by_day.items():
+        protocol = load_protocol(jurisdiction)
+        day = dt.date.fromisoformat(as_of)
+        patients = [parse_patient(f, protocol) for f in files]
+        cohort = Cohort.from_patients(patients, protocol)
+        on_pro, _ = _prophylaxis_days(cohort, cohort.size, day.toordinal())
+        bulk = digest_bulk(bulk_assess(cohort, protocol, day), on_pro, cohort.planned_start, TEST_LOOKAHEAD)
+        for i, patient in enumerate(patients):
+            result = assess(patient, protocol, day)
+            on = bool(result["prophylaxis"]["herpes"]["on_prophylaxis"])
+            assert int(bulk[i]) == digest_result(result, on, day, TEST_LOOKAHEAD), patient.id
+            assert on == bool(on_pro[i]), patient.id
+            checked += 1
+    assert checked == len(cases)

@@ -16,7 +16,12 @@ def herpes_prophylaxis(chart: Chart) -> dict[str, Any]:
         "cd4_threshold": rule.cd4_threshold if rule.require_cd4 else None,
     }
     if not chart.courses:
-        return {"status": "not_required", "earliest_stop": None, **base}
+        return {
+            "status": "not_required",
+            "earliest_stop": None,
+            "on_prophylaxis": on_prophylaxis(chart, chart.as_of),
+            **base,
+        }
     course = chart.courses[-1]
     minimum_until = add_months(course.end, rule.min_months_after_course)
     cd4 = [r for r in chart.results("cd4") if r.date > course.end]

@@ -15,6 +15,8 @@ from alemwatch.core.assess import assess
 from alemwatch.core.next_change import next_change, record_dates
 from alemwatch.protocol.model import URGENCY_RANK, Protocol
 from alemwatch.registry.alerts import SYSTEM, reconcile, wanted_alerts
+from alemwatch.registry.digest import digest_result
+from alemwatch.store import charts
 from alemwatch.store import models as m
 from alemwatch.store.repo import load_patient
 
@@ -93,13 +95,9 @@ def worklist_rows(patient_id: str, result: dict[str, Any], as_of: dt.date) -> li
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     severities = [f["severity"] for f in result["findings"]]
-    statuses: dict[str, int] = {}
-    for task in result["monitoring"]["tasks"]:
-        statuses[task["status"]] = statuses.get(task["status"], 0) + 1
     return {
         "max_severity": max(severities, key=URGENCY_RANK.__getitem__) if severities else None,
         "findings": [[f["condition"], f["severity"]] for f in result["findings"]],
-        "tasks": statuses,
         "until": result["monitoring"]["until"],
         "prophylaxis": result["prophylaxis"]["herpes"]["status"],
         "eligibility": (result.get("eligibility") or {}).get("status"),
@@ -128,5 +126,8 @@ def refresh_patient(
     state.protocol_version = protocol.protocol_version
     week = protocol.int_parameter("infusion_week_after_last_days")
     state.next_change_on = next_change(result, as_of, week, record_dates(patient), TEST_LOOKAHEAD)
-    state.summary = summary(result)
+    herpes = result["prophylaxis"]["herpes"]
+    digest = digest_result(result, bool(herpes.get("on_prophylaxis")), as_of, TEST_LOOKAHEAD)
+    state.summary = {**summary(result), "digest": str(digest)}
+    charts.store(session, patient, protocol)  # the bulk sweep reads exactly what was assessed
     return result

@@ -10,6 +10,7 @@ record itself, so it always equals what `repo.load_patient` reads (a test holds 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,15 @@ from alemwatch.protocol.model import Protocol
 from alemwatch.store import models as m
 
 CHART_FORMAT = 1
+
+
+def layout_code(protocol: Protocol) -> int:
+    """Charts store analytes and exam kinds by their index in the protocol: a protocol that
+    reorders them needs new charts. The code changes when the format or those lists do."""
+    names = json.dumps([CHART_FORMAT, list(protocol.analytes), list(protocol.exam_types)])
+    return zlib.crc32(names.encode()) & 0x7FFFFFFF
+
+
 # Per event table: the columns packed (all but the patient index) and their dtypes.
 LAYOUT: dict[str, list[tuple[str, str]]] = {
     "lab": [
@@ -52,7 +62,7 @@ def encode(patient: Patient, protocol: Protocol) -> dict[str, Any]:
         attrs[f"s_{name}"] = one.screening[name]
     row: dict[str, Any] = {
         "patient_id": patient.id,
-        "format": CHART_FORMAT,
+        "format": layout_code(protocol),
         "attrs": attrs.tobytes(),
         "texts": one.texts,
     }
