@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from alemwatch.core.patient import Patient, parse_patient
 from alemwatch.protocol.model import Protocol
-from alemwatch.store import charts
 from alemwatch.store import models as m
 
 CHILD_LISTS: dict[str, type[m.Base]] = {
@@ -144,12 +143,9 @@ def lock_patient(session: Session, patient_id: str) -> m.Patient | None:
     return session.execute(query).scalar_one_or_none()
 
 
-def mark_changed(session: Session, patient_id: str, protocol: Protocol) -> None:
-    """After any change to a patient's record: rewrite the chart, queue re-assessment."""
-    session.flush()
-    patient = load_patient(session, patient_id, protocol)
-    if patient is not None:
-        charts.store(session, patient, protocol)
+def mark_changed(session: Session, patient_id: str) -> None:
+    """After any change to a patient's record: queue re-assessment. (The packed chart is
+    rewritten by the re-assessment; the bulk sweep never reads a patient queued here.)"""
     state = session.get(m.PatientState, patient_id)
     if state is None:
         session.add(m.PatientState(patient_id=patient_id, data_version=1, assessed_version=0))
@@ -190,7 +186,7 @@ def save_patient_file(
             added += len(rows)
         else:
             added += insert_ignore(session, model, rows)
-    mark_changed(session, patient.id, protocol)
+    mark_changed(session, patient.id)
     return patient.id, created, added
 
 
@@ -297,7 +293,7 @@ def add_records(
         out.append((row["id"], True))
     if any(created for _, created in out):
         lock_patient(session, patient_id)
-        mark_changed(session, patient_id, protocol)
+        mark_changed(session, patient_id)
     return out
 
 
