@@ -64,7 +64,13 @@ MONTHLY = {
     "urine_rbc": (1.0, 1.5),
     "upcr": (8.0, 4.0),
 }
-QUARTERLY = {"tsh": (1.8, 0.9), "free_t4": (16.0, 3.0), "alt": (24.0, 15.0), "ast": (24.0, 10.0), "bilirubin": (9.0, 4.0)}
+QUARTERLY = {
+    "tsh": (1.8, 0.9),
+    "free_t4": (16.0, 3.0),
+    "alt": (24.0, 15.0),
+    "ast": (24.0, 10.0),
+    "bilirubin": (9.0, 4.0),
+}
 TEXTS = [
     "tired all the time and a bit of a headache",
     "itchy rash on my chest after yesterday's drip",
@@ -89,13 +95,14 @@ TEXTS = [
 ]
 
 I32 = npt.NDArray[np.int32]
+F64 = npt.NDArray[np.float64]
 
 
 def ordinal(day: dt.date) -> int:
     return day.toordinal()
 
 
-def _spread(rng: np.random.Generator, counts: npt.NDArray[np.int64]) -> tuple[I32, npt.NDArray[np.int64]]:
+def _spread(counts: npt.NDArray[np.int64]) -> tuple[I32, npt.NDArray[np.int64]]:
     """Owner index and rank of each element for segments of the given lengths."""
     owner = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
     starts = np.cumsum(counts) - counts
@@ -110,7 +117,7 @@ def _months_later(days: npt.NDArray[np.int64], months: npt.NDArray[np.int64]) ->
 def make_cohort(size: int, protocol: Protocol, seed: int = SEED) -> Cohort:
     """A synthetic registry of `size` patients (see the module docstring)."""
     rng = np.random.default_rng(seed)
-    analytes = list(protocol.analytes)
+    analytes = [str(name) for name in protocol.analytes]
     first = rng.integers(ordinal(dt.date(2015, 1, 1)), ordinal(dt.date(2024, 6, 1)), size)
     two = rng.random(size) < 0.4
     second = np.where(two, first + 4 + rng.integers(365, 430, size), 0)
@@ -123,10 +130,10 @@ def make_cohort(size: int, protocol: Protocol, seed: int = SEED) -> Cohort:
     n_inf = len(inf_date)
     reacted = np.flatnonzero(rng.random(n_inf) < 0.2)
     last_end = np.where(two, second + 2, first + 4)
-    labs = _labs(rng, size, first, last_end, analytes)
-    exams = _exams(rng, size, first, protocol)
+    lab_patient, lab_analyte, lab_date, lab_value, lab_low, lab_high = _labs(rng, size, first, last_end, analytes)
+    exam_patient, exam_kind, exam_date = _exams(rng, size, first, protocol)
     symptom_count = np.where(rng.random(size) < 0.3, rng.integers(1, 4, size), 0)
-    sym_patient, _ = _spread(rng, symptom_count)
+    sym_patient, _ = _spread(symptom_count)
     planned = np.where(rng.random(size) < 0.2, last_end + rng.integers(300, 500, size), 0)
     vac_patient = np.flatnonzero(rng.random(size) < 0.1).astype(np.int32)
     course_start = np.r_[True, (np.diff(inf_date) > 1) | (inf_patient[1:] != inf_patient[:-1])]
@@ -141,7 +148,12 @@ def make_cohort(size: int, protocol: Protocol, seed: int = SEED) -> Cohort:
         sex=np.where(rng.random(size) < 0.65, 1, 2).astype(np.int8),
         planned_start=planned.astype(np.int32),
         screening=screening,
-        **labs,
+        lab_patient=lab_patient,
+        lab_analyte=lab_analyte,
+        lab_date=lab_date,
+        lab_value=lab_value,
+        lab_ref_low=lab_low,
+        lab_ref_high=lab_high,
         inf_patient=inf_patient.astype(np.int32),
         inf_date=inf_date.astype(np.int32),
         inf_premed=np.where(rng.random(n_inf) < 0.97, 1, 0).astype(np.int8),
@@ -150,7 +162,9 @@ def make_cohort(size: int, protocol: Protocol, seed: int = SEED) -> Cohort:
         rx_date=inf_date[reacted].astype(np.int32),
         rx_severity=rng.choice(4, len(reacted), p=[0.7, 0.2, 0.08, 0.02]).astype(np.int8),
         rx_onset_hours=np.where(rng.random(len(reacted)) < 0.3, 30.0, 1.0),
-        **exams,
+        exam_patient=exam_patient,
+        exam_kind=exam_kind,
+        exam_date=exam_date,
         vac_patient=vac_patient,
         vac_date=(first[vac_patient] + rng.integers(-200, 600, len(vac_patient))).astype(np.int32),
         vac_live=rng.random(len(vac_patient)) < 0.3,
@@ -170,11 +184,11 @@ def _labs(
     first: npt.NDArray[np.int64],
     last_end: npt.NDArray[np.int64],
     analytes: list[str],
-) -> dict[str, npt.NDArray[np.generic]]:
+) -> tuple[I32, npt.NDArray[np.int16], I32, F64, F64, F64]:
     """Screening labs, then monthly visits (9 analytes) with quarterly extras (5 analytes),
     in visit order per patient (the order a registry query by patient and date returns)."""
     visits = rng.integers(6, 19, size)
-    visit_patient, visit_rank = _spread(rng, visits)
+    visit_patient, visit_rank = _spread(visits)
     second_course = (visit_rank >= 12) & (last_end[visit_patient] > first[visit_patient] + 4)
     anchor = np.where(second_course, last_end[visit_patient], first[visit_patient] + 4)
     visit_day = _months_later(anchor, np.where(second_course, visit_rank - 11, visit_rank + 1))
@@ -184,7 +198,7 @@ def _labs(
     codes = [analytes.index(a) for a in MONTHLY]
     extra = [analytes.index(a) for a in QUARTERLY]
     per_visit = np.where(quarterly, len(codes) + len(extra), len(codes))
-    row_visit, row_rank = _spread(rng, per_visit)
+    row_visit, row_rank = _spread(per_visit)
     analyte = np.asarray(codes + extra, dtype=np.int16)[row_rank]
     mean = np.asarray([MONTHLY.get(a, QUARTERLY.get(a, (0.0, 0.0)))[0] for a in analytes])
     spread = np.asarray([MONTHLY.get(a, QUARTERLY.get(a, (0.0, 0.0)))[1] for a in analytes])
@@ -193,32 +207,31 @@ def _labs(
     value[presence] = np.clip(np.round(value[presence]), 0, 3)
     n = len(value)
     own = rng.random(n) < 0.05
-    return {
-        "lab_patient": visit_patient[row_visit].astype(np.int32),
-        "lab_analyte": analyte,
-        "lab_date": visit_day[row_visit].astype(np.int32),
-        "lab_value": value,
-        "lab_ref_low": np.where(own, mean[analyte] * 0.6, np.nan),
-        "lab_ref_high": np.where(own, mean[analyte] * 1.6, np.nan),
-    }
+    return (
+        visit_patient[row_visit].astype(np.int32),
+        analyte,
+        visit_day[row_visit].astype(np.int32),
+        value,
+        np.where(own, mean[analyte] * 0.6, np.nan),
+        np.where(own, mean[analyte] * 1.6, np.nan),
+    )
 
 
 def _exams(
     rng: np.random.Generator, size: int, first: npt.NDArray[np.int64], protocol: Protocol
-) -> dict[str, npt.NDArray[np.generic]]:
+) -> tuple[I32, npt.NDArray[np.int16], I32]:
     """Up to 4 yearly skin examinations and, for some, HPV screening on the same day."""
     kinds = list(protocol.exam_types)
     years = rng.integers(0, 5, size)
-    patient, rank = _spread(rng, years)
+    patient, rank = _spread(years)
     day = _months_later(first[patient] + 4, 12 * (rank + 1)) + rng.integers(-20, 20, len(rank))
     hpv = rng.random(len(rank)) < 0.5
-    return {
-        "exam_patient": np.concatenate([patient, patient[hpv]]).astype(np.int32),
-        "exam_kind": np.concatenate(
-            [np.full(len(rank), kinds.index("skin")), np.full(int(hpv.sum()), kinds.index("hpv"))]
-        ).astype(np.int16),
-        "exam_date": np.concatenate([day, day[hpv]]).astype(np.int32),
-    }
+    kind = np.concatenate([np.full(len(rank), kinds.index("skin")), np.full(int(hpv.sum()), kinds.index("hpv"))])
+    return (
+        np.concatenate([patient, patient[hpv]]).astype(np.int32),
+        kind.astype(np.int16),
+        np.concatenate([day, day[hpv]]).astype(np.int32),
+    )
 
 
 def peak_mib() -> float:
@@ -289,7 +302,8 @@ def run(size: int, protocol: Protocol) -> None:
         label = "cold triage cache" if attempt == 0 else f"repeat {attempt}"
         peak = f"peak RSS in the call {high_water():,.0f} MiB" if measured else ""
         print(
-            f"    {label:<18} wall {wall:5.2f} s = {size / wall:>7,.0f} patients/s ({size / wall / TARGET:.2f} x target);"
+            f"    {label:<18} wall {wall:5.2f} s = {size / wall:>7,.0f} patients/s"
+            f" ({size / wall / TARGET:.2f} x target);"
             f"  cpu {cpu:5.2f} s = {size / cpu:>7,.0f}/s ({size / cpu / TARGET:.2f} x);  {peak}"
         )
     assert result is not None

@@ -30,7 +30,7 @@ from alemwatch.core.columnar import TABLES, Cohort
 from alemwatch.core.findings import triage_engine
 from alemwatch.core.patient import Patient, parse_patient
 from alemwatch.protocol.load import load_protocol
-from alemwatch.protocol.model import Protocol
+from alemwatch.protocol.model import AnalyteSpec, Protocol
 
 CASES = Path(__file__).parent / "cases"
 PROTOCOLS = {"us": load_protocol("us"), "eu": load_protocol("eu")}
@@ -97,16 +97,21 @@ def _difference(pid: str, as_of: dt.date, want: dict[str, Any], got: dict[str, A
 # --- a generator of varied patients (contract dicts) -------------------------------------
 
 
+def _specs(protocol: Protocol) -> dict[str, AnalyteSpec]:
+    return {str(name): spec for name, spec in protocol.analytes.items()}
+
+
 def _thresholds(protocol: Protocol) -> dict[str, set[float]]:
     """Per analyte, every number a rule compares its results with (in the canonical unit)."""
-    points: dict[str, set[float]] = {a: {s.ref_low, s.ref_high} for a, s in protocol.analytes.items()}
+    specs = _specs(protocol)
+    points: dict[str, set[float]] = {a: {s.ref_low, s.ref_high} for a, s in specs.items()}
     for rule in protocol.findings:
         data = rule.model_dump(by_alias=True)
         if "analyte" in data and "value" in data:
             points[data["analyte"]].add(data["value"])
         for spec in [data] + [data.get("first") or {}, data.get("second") or {}]:
             for analyte in spec.get("analytes") or []:
-                points[analyte].add(spec["multiple"] * protocol.analytes[analyte].ref_high)
+                points[analyte].add(spec["multiple"] * specs[analyte].ref_high)
         for companion in data.get("with") or []:
             if companion.get("min") is not None:
                 points[companion["analyte"]].add(companion["min"])
@@ -117,16 +122,18 @@ def _thresholds(protocol: Protocol) -> dict[str, set[float]]:
 def _value_pools(protocol: Protocol) -> dict[str, list[float]]:
     """Values on, just around, half, 1.5 x and + 26.5 of every threshold, within plausibility."""
     pools = {}
+    specs = _specs(protocol)
     for analyte, points in _thresholds(protocol).items():
-        low, high = protocol.analytes[analyte].plausible
+        low, high = specs[analyte].plausible
         values = {v for p in points for v in (p, p - 0.5, p + 0.5, p * 0.5, p * 1.5, p + 26.5, p * 2, p - 0.01)}
-        if protocol.analytes[analyte].unit == "{presence}":
+        if specs[analyte].unit == "{presence}":
             values = {0, 1, 2, 3}
         pools[analyte] = sorted(round(v, 2) for v in values if low <= v <= high)
     return pools
 
 
 POOLS = _value_pools(PROTOCOLS["us"])
+SPECS = _specs(PROTOCOLS["us"])
 
 
 def _iso(day: dt.date) -> str:
@@ -165,14 +172,14 @@ def _infusions(rng: random.Random, anchor: dt.date) -> list[dict[str, Any]]:
 
 def _lab(rng: random.Random, analyte: str, day: dt.date) -> dict[str, Any]:
     value = rng.choice(POOLS[analyte])
-    lab: dict[str, Any] = {"test": analyte, "value": value, "unit": PROTOCOLS["us"].analytes[analyte].unit}
+    lab: dict[str, Any] = {"test": analyte, "value": value, "unit": SPECS[analyte].unit}
     lab["date"] = _iso(day)
     if analyte == "platelets" and rng.random() < 0.2:
         lab.update(unit="/uL", value=value * 1000)
     if analyte == "creatinine" and rng.random() < 0.2:
         lab.update(unit="mg/dL", value=value / 88.42)
     if rng.random() < 0.15:  # the laboratory's own range
-        spec = PROTOCOLS["us"].analytes[analyte]
+        spec = SPECS[analyte]
         low = rng.choice([spec.ref_low, spec.ref_low * 0.8, spec.ref_low * 1.2, None])
         high = rng.choice([spec.ref_high, spec.ref_high * 0.9, spec.ref_high * 1.3, None])
         lab.update(ref_low=low, ref_high=None if high is not None and low is not None and high < low else high)
@@ -188,10 +195,22 @@ def _labs(rng: random.Random, anchor: dt.date, infusions: list[dict[str, Any]]) 
         for _ in range(rng.choice([0, 1, 2, 3, 4, 6])):
             base = rng.choice(infusion_days)
             offset = rng.choice([-40, -31, -30, -10, -1, 0, 1, 3, 7, 8, 9, 14]) + 30 * rng.randint(0, 30)
-            day = base + dt.timedelta(days=offset + rng.randint(-8, 8))
+            if rng.random() < 0.3:  # exactly on a boundary: the infusion day, the end of its week...
+                offset -= 30 * rng.randint(0, 30)
+            day = base + dt.timedelta(days=offset + rng.choice([0, 0, rng.randint(-8, 8)]))
             labs.append(_lab(rng, analyte, day))
             if rng.random() < 0.1:
                 labs.append(_lab(rng, analyte, day))  # the same day again: list order decides
+    if rng.random() < 0.3:  # a CD4+ count on the last infusion day: not yet "after the course"
+        labs.append(_lab(rng, "cd4", infusion_days[-1]))
+    if labs and rng.random() < 0.3:  # last of all: a creatinine rise and haematuria about 14 days apart
+        day = max(dt.date.fromisoformat(lab["date"]) for lab in labs) + dt.timedelta(days=20)
+        labs.append({**_lab(rng, "creatinine", day), "unit": "umol/L", "value": rng.choice([150, 400])})
+        urine = {**_lab(rng, "urine_blood", day), "value": rng.choice([0, 1, 3])}
+        if rng.random() < 0.5:
+            urine = {**_lab(rng, "urine_rbc", day), "value": rng.choice([2, 3, 4, 50])}
+        urine["date"] = _iso(day + dt.timedelta(days=rng.choice([-15, -14, -13, 0, 13, 14, 15])))
+        labs.append(urine)
     rng.shuffle(labs)
     return labs
 
@@ -263,6 +282,9 @@ def random_as_of(rng: random.Random, patient: dict[str, Any], anchor: dt.date) -
     """Before, inside or after the courses; sometimes on the eve of the planned course."""
     if patient["planned_course_start"] and rng.random() < 0.3:
         return dt.date.fromisoformat(patient["planned_course_start"]) - dt.timedelta(days=rng.choice([-3, 0, 2]))
+    if patient["labs"] and rng.random() < 0.2:  # every result visible
+        last = max(dt.date.fromisoformat(lab["date"]) for lab in patient["labs"])
+        return last + dt.timedelta(days=rng.choice([0, 1, 20]))
     days = [dt.date.fromisoformat(i["date"]) for i in patient["infusions"]] or [anchor]
     return rng.choice(days) + dt.timedelta(days=rng.choice([-40, -1, 0, 1, 2, 5, 8, 30, 61, 200, 400, 1500]))
 
@@ -354,13 +376,22 @@ def test_concat_and_empty_cohorts() -> None:
     assert len(empty.task_patient) == 0 and len(empty.next_change) == 0
 
 
-def test_inconsistent_columns_are_rejected() -> None:
+def test_inconsistent_columns_are_rejected_and_sql_dtypes_coerced() -> None:
     protocol = PROTOCOLS["us"]
-    cohort = Cohort.from_patients(_cohort(5, 3, protocol)[0], protocol)
+    patients, as_of = _cohort(5, 3, protocol)
+    cohort = Cohort.from_patients(patients, protocol)
+    wide = dict(cohort.__dict__)
+    for name in ("lab_patient", "lab_analyte", "vac_live", "inf_premed"):
+        wide[name] = wide[name].astype(np.int64)  # as a SQL driver returns them
+    with pytest.raises(ValueError, match="dtype"):
+        bulk_assess(Cohort(**wide), protocol, as_of)
+    coerced = bulk_assess(Cohort(**wide).coerced(), protocol, as_of)
+    for i, patient in enumerate(patients):
+        assert compared(coerced.patient_view(i)) == compared(assess(patient, protocol, as_of))
     cohort.lab_patient = cohort.lab_patient.copy()
     cohort.lab_patient[0] = 3
     with pytest.raises(ValueError, match="lab_patient"):
-        bulk_assess(cohort, protocol, dt.date(2024, 1, 1))
+        bulk_assess(cohort, protocol, as_of)
 
 
 # --- the triage shortcut ---------------------------------------------------------------

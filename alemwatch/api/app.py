@@ -13,15 +13,19 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from alemwatch import __version__
 from alemwatch.api.deps import authorize
+from alemwatch.api.guard import RequestGuard
 from alemwatch.api.routes import router
 from alemwatch.core.patient import PatientFileError
 from alemwatch.registry.alerts import AlertStateError
 from alemwatch.settings import Settings, get_settings
 from alemwatch.store.db import NotMigrated, ensure_migrated
 from alemwatch.store.repo import Conflict
+from alemwatch.web import STATIC_DIR, install_error_pages
+from alemwatch.web import router as web_router
 
 log = logging.getLogger("alemwatch")
 
@@ -62,15 +66,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
 
 
-def _limit_body_size(app: FastAPI, max_bytes: int) -> None:
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_bytes):
-            return JSONResponse(status_code=413, content={"detail": f"body larger than {max_bytes} bytes"})
-        return await call_next(request)
-
-
 def _log_requests(app: FastAPI) -> None:
     """One log line per request with the route's template, never its patient ids or bodies."""
 
@@ -101,8 +96,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_handlers(app)
-    _limit_body_size(app, settings.max_body_bytes)
+    install_error_pages(app)  # web pages: log-in redirect and HTML error pages; the API keeps JSON
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)  # outermost: sees raw bytes
     _log_requests(app)
     return app
 

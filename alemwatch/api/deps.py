@@ -11,14 +11,15 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from alemwatch.api.policy import POLICY
+from alemwatch.api.policy import POLICY, Rule
 from alemwatch.protocol.load import load_protocol
 from alemwatch.protocol.model import Protocol
 from alemwatch.security import Actor, actor_for, session_for_cookie, user_for_token
 from alemwatch.settings import Settings, get_settings
 from alemwatch.store import audit
-from alemwatch.store.db import session_factory, transaction
+from alemwatch.store.db import session_factory
 
 SESSION_COOKIE = "alemwatch_session"
 CSRF_HEADER = "x-csrf-token"
@@ -38,7 +39,8 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so an answered write is a stored write.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def protocol_dep(settings: SettingsDep) -> Protocol:
@@ -66,21 +68,16 @@ def _identify(request: Request, session: Session) -> tuple[Actor, str | None] | 
     return None
 
 
-def deny(request: Request, settings: Settings, actor: Actor | None, status: int, message: str) -> HTTPException:
-    """Refuse, and record the refusal in its own transaction (the request's will roll back)."""
+def deny(request: Request, session: Session, actor: Actor | None, status: int, message: str) -> HTTPException:
+    """Refuse, and record the refusal. Access is decided before the route has written
+    anything, so the request's transaction commits just the audit event (the rest of the
+    request then rolls back)."""
     who = actor or Actor(None, "anonymous", "anonymous", via="none")
     patient_id = request.path_params.get("patient_id")
-    with transaction(settings.database_url) as session:
-        audit.record(
-            session,
-            who,
-            request.method.lower(),
-            request.url.path,
-            patient_id,
-            "denied",
-            client_ip(request),
-            status=status,
-        )
+    audit.record(
+        session, who, request.method.lower(), request.url.path, patient_id, "denied", client_ip(request), status=status
+    )
+    session.commit()
     return HTTPException(status_code=status, detail=message)
 
 
@@ -88,25 +85,37 @@ async def authorize(request: Request, session: SessionDep, settings: SettingsDep
     """Apply the route's access rule: role, own-record scope for patients, CSRF for cookies."""
     route = request.scope.get("route")
     rule = POLICY.get(getattr(route, "name", ""))
+    form_token = None
+    if request.method not in SAFE_METHODS and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        form_token = (await request.form()).get("csrf_token")
+    # The database work runs in the thread pool: a blocking call here (SQLite waiting for its
+    # write lock) must never stall the event loop that the lock holder needs to finish.
+    actor = await run_in_threadpool(_decide, request, session, rule, form_token)
+    request.state.actor = actor
+    return actor
+
+
+def _decide(request: Request, session: Session, rule: Rule | None, form_token: object) -> Actor | None:
     if rule is None:
-        raise deny(request, settings, None, 403, "no access rule for this route")
+        raise deny(request, session, None, 403, "no access rule for this route")
     if rule.public:
         return None
     found = _identify(request, session)
     if found is None:
-        raise HTTPException(status_code=401, detail="log in first", headers={"WWW-Authenticate": "Bearer"})
+        refusal = deny(request, session, None, 401, "log in first")
+        refusal.headers = {"WWW-Authenticate": "Bearer"}
+        raise refusal
     actor, csrf = found
     if actor.role not in rule.roles:
-        raise deny(request, settings, actor, 403, f"a {actor.role} may not do this")
+        raise deny(request, session, actor, 403, f"a {actor.role} may not do this")
     if actor.role == "patient" and rule.own_record and request.path_params.get("patient_id") != actor.patient_id:
-        raise deny(request, settings, actor, 403, "a patient may only see their own record")
+        raise deny(request, session, actor, 403, "a patient may only see their own record")
     if actor.via == "session" and request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER)
-        if sent is None and request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            sent = (await request.form()).get("csrf_token")  # type: ignore[assignment]
+        sent = request.headers.get(CSRF_HEADER) or (form_token if isinstance(form_token, str) else None)
         if not sent or sent != csrf:
-            raise deny(request, settings, actor, 403, "missing or wrong CSRF token")
-    request.state.actor = actor
+            raise deny(request, session, actor, 403, "missing or wrong CSRF token")
     return actor
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from alemwatch import __version__
 from alemwatch.api.deps import SESSION_COOKIE, ActorDep, ProtocolDep, SessionDep, SettingsDep, client_ip
 from alemwatch.core.assess import assess
 from alemwatch.core.findings import triage_engine
-from alemwatch.core.patient import PatientFileError, parse_patient
+from alemwatch.core.patient import EARLIEST, LATEST, PatientFileError, parse_patient
 from alemwatch.registry import alerts as alert_service
 from alemwatch.registry.refresh import refresh_patient
 from alemwatch.registry.worklist import build_worklist
@@ -60,8 +61,13 @@ class Resolution(BaseModel):
     reason: str = Field(min_length=1, max_length=2000, description="Why the alert is resolved (required).")
 
 
-def _today(value: dt.date | None) -> dt.date:
-    return value or dt.date.today()
+def _today(value: dt.date | None, field: str = "date", where: str = "query") -> dt.date:
+    day = value or dt.date.today()
+    if not EARLIEST <= day <= LATEST:
+        raise RequestValidationError(
+            [{"loc": (where, field), "msg": f"must be between {EARLIEST} and {LATEST}", "type": "value_error"}]
+        )
+    return day
 
 
 def _not_found(what: str) -> HTTPException:
@@ -138,7 +144,7 @@ def assess_file(
     as_of: Annotated[dt.date | None, Query(description="Default today.")] = None,
 ) -> dict[str, Any]:
     """Assess a patient file without storing it."""
-    result = assess(parse_patient(patient, protocol), protocol, _today(as_of))
+    result = assess(parse_patient(patient, protocol), protocol, _today(as_of, "as_of"))
     audit.record(session, actor, "assess", "/api/assess", str(patient.get("id")), ip=client_ip(request), stored=False)
     return result
 
@@ -180,7 +186,7 @@ def list_patients(
     request: Request,
     q: Annotated[str | None, Query(max_length=100, description="Search in patient ids.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, Any]:
     rows = list(session.execute(repo.search_patients(q, limit, offset)).scalars())
     states = {
@@ -253,7 +259,7 @@ def read_assessment(
     if patient is None:
         raise _not_found("patient")
     audit.record(session, actor, "read", f"/api/patients/{patient_id}/assessment", patient_id, ip=client_ip(request))
-    return assess(patient, protocol, _today(as_of))
+    return assess(patient, protocol, _today(as_of, "as_of"))
 
 
 @router.post("/patients/{patient_id}/symptoms", name="add_symptom_report", status_code=201)
@@ -272,7 +278,7 @@ def add_symptom_report(
 def _store_report(
     session: Any, protocol: Any, actor: Any, patient_id: str, report: SymptomReportIn, request: Request
 ) -> dict[str, Any]:
-    day = _today(report.date)
+    day = _today(report.date, "date", "body")
     patient = repo.load_patient(session, patient_id, protocol)
     if patient is None:
         raise _not_found("patient")
@@ -349,6 +355,7 @@ def patient_alerts(
 
 
 def _alert(session: Session, patient_id: str, alert_id: str) -> m.Alert:
+    repo.lock_patient(session, patient_id)  # same lock order as every other writer to this patient
     query = select(m.Alert).where(m.Alert.patient_id == patient_id, m.Alert.id == alert_id)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,12 +148,14 @@ def add_months(days: I64, months: npt.ArrayLike) -> I64:
     target = month + np.asarray(months, dtype=np.int64).astype("timedelta64[M]")
     first = target.astype("datetime64[D]")
     length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - first).astype(np.int64)
-    return (first + np.minimum(day_of_month, length - 1)).astype(np.int64) + EPOCH
+    result: I64 = (first + np.minimum(day_of_month, length - 1)).astype(np.int64) + EPOCH
+    return result
 
 
 def months_before(start: I64, limit: I64) -> I64:
-    """The largest m >= 0 with add_months(start, m) < limit (limit > start): the months a
-    course's series runs before the next course starts."""
+    """The largest m with add_months(start, m) < limit: the months a course's series runs
+    before the next course starts. In limit's month, start's day (clamped) is either before
+    limit's day (m = the month difference) or not (one month less)."""
     start_month, start_day = _month_parts(start)
     limit_month, limit_day = _month_parts(limit)
     diff = (limit_month - start_month).astype(np.int64)
@@ -164,10 +166,11 @@ def months_before(start: I64, limit: I64) -> I64:
 
 def day_breaks(protocol: Protocol) -> I64:
     """The day counts at which some triage window or combination starts or stops applying.
-    Days since the infusion between two breaks give the same triage result."""
+    TriageEngine reads the days since the infusion only through `DaysWindow.contains` and
+    `days < combination.min_days`, so all days between two breaks give the same result."""
     breaks: set[int] = set()
     for sign in protocol.triage.signs:
-        for window in [*sign.windows, *([sign.days_unknown] if sign.days_unknown else [])]:
+        for window in sign.windows:
             if window.min_days is not None:
                 breaks.add(window.min_days)
             if window.max_days is not None:
@@ -222,8 +225,7 @@ class Plan:
     after: I64
     kmax: I64
     sex_ok: Bool  # [sex code, task]
-    analyte_tasks: list[I64]  # layers: analyte -> task (-1); an analyte in several tasks has several layers
-    exam_tasks: list[I64]
+    exam_tasks: list[I64]  # layers: exam kind -> task (-1); a kind in several tasks has several layers
     rules: Names
     reasons: Names
     breaks: I64
@@ -233,7 +235,7 @@ class Plan:
 
     @classmethod
     def build(cls, protocol: Protocol) -> Plan:
-        analytes = {name: n for n, name in enumerate(protocol.analytes)}
+        analytes = {str(name): n for n, name in enumerate(protocol.analytes)}
         specs = protocol.monitoring.tasks
         horizon = protocol.monitoring.months_after_last_infusion
         sex_ok = np.array([[s.sex is None or sex in s.sex for s in specs] for sex in SEXES], dtype=np.bool_)
@@ -264,7 +266,6 @@ class Plan:
             after=_i64([s.window_after_days for s in specs]),
             kmax=_i64([horizon // s.interval_months for s in specs]),
             sex_ok=sex_ok,
-            analyte_tasks=_layers(len(analytes), [[analytes[t] for t in s.satisfied_by.tests] for s in specs]),
             exam_tasks=_layers(
                 len(protocol.exam_types),
                 [[list(protocol.exam_types).index(e) for e in s.satisfied_by.exams] for s in specs],
@@ -272,7 +273,9 @@ class Plan:
             rules=rules,
             reasons=reasons,
             breaks=day_breaks(protocol),
-            reads_baseline=_analytes_read(protocol, analytes, {"rise_from_baseline", "rise_from_baseline_with", "above_ref_high_without_baseline"}),
+            reads_baseline=_analytes_read(
+                protocol, analytes, {"rise_from_baseline", "rise_from_baseline_with", "above_ref_high_without_baseline"}
+            ),
             reads_previous=_analytes_read(protocol, analytes, {"fall_from_previous"}),
             reads_week=_analytes_read(
                 protocol, analytes, {"below", "below_ref_low", "fall_from_previous", "infusion_week_dip"}
@@ -356,8 +359,34 @@ class Courses:
     last_start: I64
     last_end: I64
 
+    def part(self, lo: int, hi: int) -> Courses:
+        """The courses of patients lo..hi-1, renumbered from 0 (rows are grouped by patient)."""
+        infusions = slice(*np.searchsorted(self.inf_patient, [lo, hi]).tolist())
+        courses = slice(*np.searchsorted(self.patient, [lo, hi]).tolist())
+        shift = lo << DATE_BITS
+        return Courses(
+            inf_patient=self.inf_patient[infusions] - lo,
+            inf_date=self.inf_date[infusions],
+            inf_premed=self.inf_premed[infusions],
+            inf_observation=self.inf_observation[infusions],
+            inf_day=self.inf_day[infusions],
+            inf_key=self.inf_key[infusions] - shift,
+            patient=self.patient[courses] - lo,
+            start=self.start[courses],
+            end=self.end[courses],
+            count=self.count[courses],
+            number=self.number[courses],
+            key=self.key[courses] - shift,
+            n_courses=self.n_courses[lo:hi],
+            first_start=self.first_start[lo:hi],
+            last_start=self.last_start[lo:hi],
+            last_end=self.last_end[lo:hi],
+        )
+
 
 def build_courses(c: Cohort, plan: Plan, day: int) -> Courses:
+    """Chart.build and group_courses: infusions up to as_of, a gap longer than
+    course_max_gap_days starting a new course."""
     keep = c.inf_date <= day
     patient, date = _i64(c.inf_patient[keep]), _i64(c.inf_date[keep])
     order = order_rows([patient, date])
@@ -409,7 +438,8 @@ def in_infusion_week(courses: Courses, plan: Plan, patient: I64, date: I64) -> B
         return np.zeros(len(date), np.bool_)
     j = np.searchsorted(courses.key, (patient << DATE_BITS) | date, side="right") - 1
     jc = np.maximum(j, 0)
-    return (j >= 0) & (courses.patient[jc] == patient) & (date <= courses.end[jc] + plan.week_after)
+    inside: Bool = (j >= 0) & (courses.patient[jc] == patient) & (date <= courses.end[jc] + plan.week_after)
+    return inside
 
 
 @dataclass
@@ -459,8 +489,7 @@ def sort_labs(c: Cohort, day: int) -> tuple[I64, I64]:
     order. Rows that come in (patient, date) order, as a registry query returns them, need
     only a stable radix sort on the 16-bit analyte; others one sort of packed keys."""
     keep = c.lab_date <= day
-    everything = bool(keep.all())
-    rows = None if everything else np.flatnonzero(keep)
+    rows = None if bool(keep.all()) else np.flatnonzero(keep)
     patient, analyte, date = (
         (c.lab_patient, c.lab_analyte, c.lab_date)
         if rows is None
@@ -477,6 +506,7 @@ def sort_labs(c: Cohort, day: int) -> tuple[I64, I64]:
 
 
 def build_labs(c: Cohort, plan: Plan, day: int, courses: Courses) -> Labs:
+    """Chart.latest / previous / findings.baseline_result for every (patient, analyte)."""
     key, rows = sort_labs(c, day)
     size, width = c.size, len(plan.analytes)
     group = key >> DATE_BITS
@@ -521,6 +551,7 @@ def build_labs(c: Cohort, plan: Plan, day: int, courses: Courses) -> Labs:
 
 
 def _dense(shape: tuple[int, int], cells: I64, values: npt.NDArray[Any], fill: Any) -> Any:
+    """A [patient, analyte] table holding `values` at the flat `cells`, `fill` elsewhere."""
     out = np.full(shape[0] * shape[1], fill, dtype=values.dtype if len(values) else np.asarray(fill).dtype)
     out[cells] = values
     return out.reshape(shape)
@@ -542,9 +573,9 @@ class Symptoms:
 
 
 def build_symptoms(c: Cohort, day: int, courses: Courses) -> Symptoms:
+    """The reports up to as_of and their days since the last infusion on or before them."""
     keep = c.sym_date <= day
     patient, date = _i64(c.sym_patient[keep]), _i64(c.sym_date[keep])
-    # findings.symptom_findings: days since the last infusion on or before the report.
     j = np.searchsorted(courses.inf_key, (patient << DATE_BITS) | date, side="right") - 1
     jc = np.maximum(j, 0)
     known = (j >= 0) & (courses.inf_patient[jc] == patient) if len(courses.inf_key) else np.zeros(len(date), bool)
@@ -563,6 +594,7 @@ class Candidates:
     rule: list[I64] = field(default_factory=list)
 
     def add(self, patient: I64, condition: Any, severity: Any, source: int, position: Any, rule: Any) -> None:
+        """Rows for `patient`; the other values are scalars or arrays of the same length."""
         n = len(patient)
         self.patient.append(patient)
         self.condition.append(np.broadcast_to(_i64(condition), n))
@@ -773,6 +805,8 @@ def live_vaccines_after_course(c: Cohort, day: int, courses: Courses) -> tuple[I
 
 @dataclass
 class Findings:
+    """Merged findings, one row per (patient, condition), with the rules that fired (CSR)."""
+
     patient: I64
     condition: I64
     severity: I64
@@ -819,6 +853,8 @@ def merge_by_condition(candidates: Candidates) -> Findings:
 
 @dataclass
 class Herpes:
+    """Per patient: status (HERPES_NAMES), earliest_stop and minimum_until (0: no course)."""
+
     status: I64
     earliest_stop: I64
     minimum_until: I64
@@ -914,6 +950,8 @@ def deviations(c: Cohort, plan: Plan, day: int, courses: Courses, labs: Labs, he
 
 @dataclass
 class Eligibility:
+    """Per patient status and reason rows (code, level) in the engine's order."""
+
     status: I64  # per patient, -1 without a planned course
     reason_patient: I64
     reason_code: I64
@@ -922,38 +960,16 @@ class Eligibility:
 
 
 def eligibility(c: Cohort, plan: Plan, day: int, courses: Courses, labs: Labs) -> Eligibility:
-    """eligibility.eligibility for patients with a planned course; reasons in its order."""
-    protocol = plan.protocol
+    """eligibility.eligibility for patients with a planned course; reasons in its order
+    (the row value is (section << 32) | position within the section)."""
     planned = np.flatnonzero(c.planned_start != 0)
     start = _i64(c.planned_start[planned])
-    rows = Rows()  # value = (section << 32) | position: the engine's order of reasons
-    for section, level, rules in ((0, 0, protocol.contraindications), (1, 2, protocol.cautions)):
-        for position, screen in enumerate(rules):
-            code = _screening_code(screen.field, screen.equals)
-            if code is not None:
-                hit = planned[c.screening[screen.field.removeprefix("screening.")][planned] == code]
-                rows.add(hit, plan.reasons.index[screen.code] * 4 + level, (section << 32) | position)
-    positive = _screening_code("tuberculosis", "positive")
-    if positive is not None:
-        hit = planned[c.screening["tuberculosis"][planned] == positive]
-        rows.add(hit, plan.reasons.index[protocol.baseline.tuberculosis_positive.code] * 4 + 1, 2 << 32)
-    missing_code = plan.reasons.index["baseline_missing"] * 4 + 1
-    window = protocol.baseline.window_days
+    rows = Rows()
     dates = np.full(c.size, FAR, np.int64)
-    cutoff = np.minimum(start, day)
-    for position, test in enumerate(protocol.baseline.tests):
-        latest = labs.latest_on_or_before([plan.analytes[a] for a in test.any_of], planned, cutoff)
-        ok = (latest > 0) & (start - latest <= window)
-        rows.add(planned[~ok], missing_code, (3 << 32) | position)
-        valid_until_next = np.where(latest > 0, latest + window + 1, FAR)
-        dates[planned] = np.minimum(dates[planned], np.where(valid_until_next > day, valid_until_next, FAR))
-    for position, screen in enumerate(protocol.baseline.screening):
-        unknown = _screening_code(screen.field, "unknown")
-        if unknown is not None:
-            hit = planned[c.screening[screen.field.removeprefix("screening.")][planned] == unknown]
-            rows.add(hit, missing_code, (3 << 32) | (len(protocol.baseline.tests) + position))
+    _screening_reasons(c, plan, planned, rows)
+    dates[planned] = _baseline_reasons(c, plan, day, labs, planned, rows)
     _vaccine_reasons(c, plan, day, rows)
-    earliest = add_months(courses.last_end[planned], protocol.courses.min_interval_months)
+    earliest = add_months(courses.last_end[planned], plan.protocol.courses.min_interval_months)
     earliest = np.where(courses.n_courses[planned] > 0, earliest, 0)
     early = start < earliest
     rows.add(planned[early], plan.reasons.index["course_too_early"] * 4 + 1, 5 << 32)
@@ -968,6 +984,45 @@ def eligibility(c: Cohort, plan: Plan, day: int, courses: Courses, labs: Labs) -
     np.maximum.at(status, patient[level == 1], 1)
     status[patient[level == 0]] = 2
     return Eligibility(status, patient, code // 4, level, dates)
+
+
+def _screening_reasons(c: Cohort, plan: Plan, planned: I64, rows: Rows) -> None:
+    """eligibility._screening_reasons for contraindications and cautions, then the positive
+    tuberculosis screen. Codes carry the level: code * 4 + level."""
+    protocol = plan.protocol
+    for section, level, rules in ((0, 0, protocol.contraindications), (1, 2, protocol.cautions)):
+        for position, rule in enumerate(rules):
+            code = _screening_code(rule.field, rule.equals)
+            if code is not None:
+                hit = planned[c.screening[rule.field.removeprefix("screening.")][planned] == code]
+                rows.add(hit, plan.reasons.index[rule.code] * 4 + level, (section << 32) | position)
+    positive = _screening_code("tuberculosis", "positive")
+    if positive is not None:
+        hit = planned[c.screening["tuberculosis"][planned] == positive]
+        rows.add(hit, plan.reasons.index[protocol.baseline.tuberculosis_positive.code] * 4 + 1, 2 << 32)
+
+
+def _baseline_reasons(c: Cohort, plan: Plan, day: int, labs: Labs, planned: I64, rows: Rows) -> I64:
+    """eligibility.baseline_checklist: a test is missing unless its latest result up to the
+    planned start (and as_of) lies within the window before the start; a screening is
+    missing while unknown. Returns, per planned patient, the first day after as_of on
+    which a valid result expires (valid_until + 1)."""
+    baseline = plan.protocol.baseline
+    start = _i64(c.planned_start[planned])
+    missing = plan.reasons.index["baseline_missing"] * 4 + 1
+    expires = np.full(len(planned), FAR, np.int64)
+    for position, test in enumerate(baseline.tests):
+        latest = labs.latest_on_or_before([plan.analytes[a] for a in test.any_of], planned, np.minimum(start, day))
+        ok = (latest > 0) & (start - latest <= baseline.window_days)
+        rows.add(planned[~ok], missing, (3 << 32) | position)
+        after = np.where(latest > 0, latest + baseline.window_days + 1, FAR)
+        expires = np.minimum(expires, np.where(after > day, after, FAR))
+    for position, screen in enumerate(baseline.screening):
+        unknown = _screening_code(screen.field, "unknown")
+        if unknown is not None:
+            hit = planned[c.screening[screen.field.removeprefix("screening.")][planned] == unknown]
+            rows.add(hit, missing, (3 << 32) | (len(baseline.tests) + position))
+    return expires
 
 
 def _vaccine_reasons(c: Cohort, plan: Plan, day: int, rows: Rows) -> None:
@@ -987,6 +1042,8 @@ def _vaccine_reasons(c: Cohort, plan: Plan, day: int, rows: Rows) -> None:
 
 @dataclass
 class Tasks:
+    """Monitoring tasks of one chunk as row arrays (statuses index STATUS_NAMES)."""
+
     patient: I32
     kind: I16
     due: I32
@@ -1010,9 +1067,9 @@ def task_events(c: Cohort, plan: Plan, day: int, labs: Labs) -> I64:
     keep = (c.exam_date <= day) & (c.exam_kind >= 0)
     exam_patient, exam_kind, exam_date = _i64(c.exam_patient[keep]), c.exam_kind[keep], _i64(c.exam_date[keep])
     for layer in plan.exam_tasks:
-        task = layer[exam_kind]
-        chosen = task >= 0
-        parts.append(np.sort(((task[chosen] * size + exam_patient[chosen]) << DATE_BITS) | exam_date[chosen]))
+        exam_task = layer[exam_kind]
+        chosen = exam_task >= 0
+        parts.append(np.sort(((exam_task[chosen] * size + exam_patient[chosen]) << DATE_BITS) | exam_date[chosen]))
     keys = np.sort(np.concatenate(parts), kind="stable") if parts else np.zeros(0, np.int64)
     return keys[group_starts(keys)]
 
@@ -1083,8 +1140,8 @@ def monitoring_plan(c: Cohort, plan: Plan, day: int, courses: Courses, events: I
     later = opened < count
     change = min_by_sorted(patient[later], window_start[first_up[later]].astype(np.int64), size)
     due_now = np.flatnonzero(status_open == 1)
-    open_patient = np.repeat(patient, opened)
-    change = np.minimum(change, min_by(open_patient[due_now], end_open[due_now].astype(np.int64) + 1, size))
+    due_patient = patient[np.searchsorted(np.cumsum(opened), due_now, side="right")]
+    change = np.minimum(change, min_by(due_patient, end_open[due_now].astype(np.int64) + 1, size))
     return Tasks(
         patient=np.repeat(patient.astype(np.int32), count),
         kind=np.repeat(kind.astype(np.int16), count),
@@ -1240,11 +1297,15 @@ class Chunks:
         self.tables: dict[str, tuple[list[npt.NDArray[Any]], I64]] = {}
         for columns in TABLES.values():
             arrays = [getattr(cohort, name) for name in columns]
-            run = arrays[0] // size
-            if len(run) > 1 and not bool(np.all(run[1:] >= run[:-1])):
+            patient = arrays[0]
+            if len(patient) < 2 or bool(np.all(patient[1:] >= patient[:-1])):
+                starts = np.searchsorted(patient, self.bounds, side="left")
+            else:
+                run = patient // size
                 order = np.argsort(run, kind="stable")
-                arrays, run = [a[order] for a in arrays], run[order]
-            self.tables[columns[0]] = arrays, np.searchsorted(run, np.arange(len(self.bounds)), side="left")
+                arrays = [a[order] for a in arrays]
+                starts = np.searchsorted(run[order], np.arange(len(self.bounds)), side="left")
+            self.tables[columns[0]] = arrays, starts
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -1271,10 +1332,20 @@ class Chunks:
         return Cohort(**values)
 
 
-TASK_COLUMNS = ("task_patient", "task_kind", "task_due", "task_status", "task_window_start", "task_window_end", "task_course")
+TASK_COLUMNS = (
+    "task_patient",
+    "task_kind",
+    "task_due",
+    "task_status",
+    "task_window_start",
+    "task_window_end",
+    "task_course",
+)
 
 
-def bulk_assess(cohort: Cohort, protocol: Protocol, as_of: dt.date, *, chunk_size: int = DEFAULT_CHUNK) -> BulkAssessment:
+def bulk_assess(
+    cohort: Cohort, protocol: Protocol, as_of: dt.date, *, chunk_size: int = DEFAULT_CHUNK
+) -> BulkAssessment:
     """Assess every patient of the cohort at `as_of` (see the module docstring).
 
     The task columns, nearly all of the output, are allocated once: the courses of every
@@ -1285,15 +1356,17 @@ def bulk_assess(cohort: Cohort, protocol: Protocol, as_of: dt.date, *, chunk_siz
     triage = Triage(plan, cohort.texts)
     day = as_of.toordinal()
     runs = Chunks(cohort, chunk_size)
-    every_courses = [build_courses(runs[k], plan, day) for k in range(len(runs))]
-    sizes = [int(task_blocks(runs[k], plan, courses).count.sum()) for k, courses in enumerate(every_courses)]
-    tables = DueTables.build(plan, np.concatenate([courses.end for courses in every_courses]))
+    everyone = build_courses(cohort, plan, day)
+    blocks = task_blocks(cohort, plan, everyone)
+    per_patient = np.bincount(everyone.patient[blocks.course], weights=blocks.count, minlength=cohort.size)
+    sizes = [int(per_patient[runs.start(k) : runs.start(k + 1)].sum()) for k in range(len(runs))]
+    tables = DueTables.build(plan, everyone.end)
     columns: dict[str, Any] = {}
     parts: list[dict[str, npt.NDArray[Any]]] = []
     at = 0
     for k, size in enumerate(sizes):
         lo = runs.start(k)
-        part = assess_chunk(runs[k], plan, day, triage, every_courses[k], tables)
+        part = assess_chunk(runs[k], plan, day, triage, everyone.part(lo, runs.start(k + 1)), tables)
         for name in PATIENT_COLUMNS:
             part[name] += np.int32(lo)
         for name in TASK_COLUMNS:

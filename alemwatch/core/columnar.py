@@ -34,6 +34,37 @@ Bool = npt.NDArray[np.bool_]
 SEXES = ("unknown", "female", "male", "other")
 SEVERITIES = ("mild", "moderate", "severe", "life_threatening")
 PREMEDICATION = {True: 1, False: 0, None: -1}
+# The dtype of every array column (screening arrays are int8).
+DTYPES: dict[str, type[np.generic]] = {
+    "sex": np.int8,
+    "planned_start": np.int32,
+    "lab_patient": np.int32,
+    "lab_analyte": np.int16,
+    "lab_date": np.int32,
+    "lab_value": np.float64,
+    "lab_ref_low": np.float64,
+    "lab_ref_high": np.float64,
+    "inf_patient": np.int32,
+    "inf_date": np.int32,
+    "inf_premed": np.int8,
+    "inf_observation": np.float64,
+    "rx_patient": np.int32,
+    "rx_date": np.int32,
+    "rx_severity": np.int8,
+    "rx_onset_hours": np.float64,
+    "exam_patient": np.int32,
+    "exam_kind": np.int16,
+    "exam_date": np.int32,
+    "vac_patient": np.int32,
+    "vac_date": np.int32,
+    "vac_live": np.bool_,
+    "pro_patient": np.int32,
+    "pro_start": np.int32,
+    "pro_stop": np.int32,
+    "sym_patient": np.int32,
+    "sym_date": np.int32,
+    "sym_text": np.int32,
+}
 # Event tables: prefix -> columns (the first names the patient).
 TABLES: dict[str, tuple[str, ...]] = {
     "lab": ("lab_patient", "lab_analyte", "lab_date", "lab_value", "lab_ref_low", "lab_ref_high"),
@@ -141,7 +172,7 @@ class Cohort:
     def from_patients(cls, patients: list[Patient], protocol: Protocol) -> Cohort:
         """Columns from parsed patients (tests, small batches). Lab results are already
         canonical in a parsed patient; `protocol` names the analyte and exam indices."""
-        analytes = {name: n for n, name in enumerate(protocol.analytes)}
+        analytes = {str(name): n for n, name in enumerate(protocol.analytes)}
         aliases = exam_aliases(protocol)
         texts: dict[str, int] = {}
         rows: dict[str, list[Any]] = {f.name: [] for f in fields(cls) if f.name not in ("screening", "texts")}
@@ -231,18 +262,32 @@ class Cohort:
             values[f.name] = np.concatenate(parts)
         return cls(**values)
 
+    def coerced(self) -> Cohort:
+        """The same cohort with every column in its declared dtype (DTYPES), copying only the
+        columns that are not (SQL drivers often return int64 and float64)."""
+        values = {name: np.asarray(getattr(self, name)).astype(dtype, copy=False) for name, dtype in DTYPES.items()}
+        screening = {name: np.asarray(codes).astype(np.int8, copy=False) for name, codes in self.screening.items()}
+        return Cohort(patient_ids=self.patient_ids, screening=screening, texts=self.texts, **values)
+
     # --- checks ------------------------------------------------------------------------
 
     def check(self, protocol: Protocol) -> None:
         """Raise ValueError when the columns disagree in length or point outside their range
         (cheap: one pass per column; the bulk path relies on it)."""
         n = self.size
+        for name, dtype in DTYPES.items():
+            if getattr(self, name).dtype != dtype:
+                raise ValueError(
+                    f"{name}: dtype {getattr(self, name).dtype}, expected {np.dtype(dtype)} (see coerced())"
+                )
         for name in ("sex", "planned_start"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"{name}: {len(getattr(self, name))} values for {n} patients")
         if set(self.screening) != set(SCREENING_FIELDS):
             raise ValueError(f"screening: expected the fields {sorted(SCREENING_FIELDS)}")
         for name, values in self.screening.items():
+            if values.dtype != np.int8:
+                raise ValueError(f"screening.{name}: dtype {values.dtype}, expected int8 (see coerced())")
             if len(values) != n:
                 raise ValueError(f"screening.{name}: {len(values)} values for {n} patients")
             if len(values) and (values.min() < 0 or values.max() >= len(screening_values(name))):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from pydantic import (
 from alemwatch.protocol.model import Analyte, Protocol
 
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(2199, 12, 31)  # dates any record can carry
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -47,9 +49,12 @@ def _iso_date(value: Any) -> dt.date:
     if not isinstance(value, str) or not ISO_DATE.match(value):
         raise ValueError(f"must be a date written YYYY-MM-DD, got {value!r}")
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a real calendar date") from None
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"{value!r} is outside {EARLIEST.isoformat()}..{LATEST.isoformat()}")
+    return day
 
 
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_date)]
@@ -57,7 +62,7 @@ Number = StrictInt | StrictFloat
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Screening(Record):
@@ -84,7 +89,7 @@ class Vaccination(Record):
 class Reaction(Record):
     type: str = Field(min_length=1, max_length=200)
     severity: Literal["mild", "moderate", "severe", "life_threatening"] = "mild"
-    onset_hours: Number | None = Field(default=None, ge=0)
+    onset_hours: Number | None = Field(default=None, ge=0, le=24 * 365)
 
 
 class Infusion(Record):
@@ -193,6 +198,8 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
     value = data.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"value: must be a number, got {value!r}")
+    if not _finite(value):
+        raise ValueError(f"value: must be a finite number, got {value!r}")
     canonical = float(value) * factor
     low, high = spec.plausible
     if not low <= canonical <= high:
@@ -202,8 +209,8 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
     for bound in ("ref_low", "ref_high"):
         raw = data.get(bound)
         if raw is not None:
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
-                raise ValueError(f"{bound}: must be a number, got {raw!r}")
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not _finite(raw):
+                raise ValueError(f"{bound}: must be a finite number, got {raw!r}")
             out[f"canonical_{bound}"] = float(raw) * factor
     if (
         out.get("canonical_ref_low") is not None
@@ -212,6 +219,13 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
     ):
         raise ValueError("ref_low: is above ref_high")
     return out
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) < 1e12
+    except OverflowError:
+        return False
 
 
 def resolve_analyte(protocol: Protocol, test: str) -> str | None:

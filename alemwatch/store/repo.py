@@ -135,6 +135,10 @@ def upsert_child(
     session.execute(statement, list(rows))
 
 
+def _stored_ids(session: Session, model: Any, patient_id: str) -> set[str]:
+    return set(session.execute(select(model.id).where(model.patient_id == patient_id)).scalars())
+
+
 def lock_patient(session: Session, patient_id: str) -> m.Patient | None:
     """The patient row, locked for this transaction on PostgreSQL (writes to one patient queue)."""
     query = select(m.Patient).where(m.Patient.id == patient_id)
@@ -180,12 +184,13 @@ def save_patient_file(
         row.version += 1
     added = 0
     for model, rows in child_rows(patient, raw, source).items():
+        known = _stored_ids(session, model, patient.id) if not created else set()
+        added += len({r["id"] for r in rows} - known)
         if model is m.Infusion or model is m.Prophylaxis:
             columns = [c for c in rows[0] if c not in ("patient_id", "id")] if rows else []
-            upsert_child(session, model, rows, columns)
-            added += len(rows)
+            upsert_child(session, model, rows, columns)  # these records can change (a stop date)
         else:
-            added += insert_ignore(session, model, rows)
+            insert_ignore(session, model, [r for r in rows if r["id"] not in known])
     mark_changed(session, patient.id)
     return patient.id, created, added
 
@@ -273,6 +278,10 @@ def add_records(
     The items are validated inside the patient's whole record (so a bad one is rejected with
     its field) and stored all together or not at all. Returns (id, created) per item; an id
     that exists with other content is a Conflict."""
+    # Lock the patient before anything else: every writer to one patient queues here, and
+    # no insert takes a share lock on the patient row first (which deadlocks on PostgreSQL).
+    if lock_patient(session, patient_id) is None:
+        raise LookupError(patient_id)
     current = patient_file(session, patient_id)
     if current is None:
         raise LookupError(patient_id)
@@ -290,9 +299,9 @@ def add_records(
             out.append((row["id"], False))
             continue
         session.add(model(**row))
+        session.flush()
         out.append((row["id"], True))
     if any(created for _, created in out):
-        lock_patient(session, patient_id)
         mark_changed(session, patient_id)
     return out
 

@@ -1,0 +1,43 @@
+"""Errors on web pages: a browser that is not logged in is sent to the login page, and a
+refusal or a missing record is a page a person can read. API clients (and anything that does
+not ask for HTML) keep the JSON answers of the REST API."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alemwatch.web.context import login_url, render_template, see_other
+
+MESSAGES = {
+    403: "You may not open this page.",
+    404: "There is nothing here.",
+    409: "This cannot be done now.",
+}
+
+
+def is_page_request(request: Request) -> bool:
+    """A request to a web route from a browser (or from HTMX on a web page)."""
+    route_name = getattr(request.scope.get("route"), "name", "") or ""
+    wants_html = "text/html" in request.headers.get("accept", "") or request.headers.get("hx-request") == "true"
+    return route_name.startswith("web_") and wants_html
+
+
+def page_for_error(request: Request, status: int, detail: str) -> Response:
+    if status == 401:
+        target = login_url(request.url.path)
+        if request.headers.get("hx-request") == "true":
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        return see_other(target)
+    title = MESSAGES.get(status, "Something went wrong.")
+    return render_template(request, "error.html", {"status": status, "title": title, "detail": detail}, status)
+
+
+def install_error_pages(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if is_page_request(request):
+            return page_for_error(request, exc.status_code, str(exc.detail))
+        return await http_exception_handler(request, exc)
