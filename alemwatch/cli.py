@@ -556,7 +556,7 @@ def dev_setup(
             else:
                 user.password_hash, user.disabled = hash_password(password), False
             print(f"  {role:<10} {username:<16} password {password}")
-    print("\nOpen http://127.0.0.1:8000/docs (API).")
+    print("\nOpen http://127.0.0.1:8000/ (the web app; the API is documented at /docs).")
 
 
 def main() -> None:
