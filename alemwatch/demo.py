@@ -28,8 +28,9 @@ import datetime as dt
 import functools
 import itertools
 import math
+import operator
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any, NamedTuple
@@ -236,7 +237,7 @@ REACTION_CUMULATIVE = tuple(itertools.accumulate(weight for _, weight in REACTIO
 SERIOUS_REACTION_TYPES = ("anaphylaxis", "bronchospasm")  # SEED: anaphylactic shock, bronchospasm
 PRE_COURSE_VACCINES = (("influenza", False), ("pneumococcal", False), ("hepatitis B", False), ("varicella", True))
 
-# 256 standard normal quantiles (cut at NOISE_CUT_SD), picked by a random byte: noise without
+# 256 standard normal quantiles (cut at NOISE_CUT_SD), picked by 8 random bits: noise without
 # the cost of random.gauss, identical on every run.
 _NORMAL = tuple(max(-NOISE_CUT_SD, min(NOISE_CUT_SD, NormalDist().inv_cdf((i + 0.5) / 256))) for i in range(256))
 _DAY = dt.timedelta(days=1)
@@ -253,7 +254,6 @@ LYMPHOCYTE_RECOVERY = (1.0, *(0.12 + 0.78 * (1 - math.exp(-month / 10)) for mont
 # recovery time constant in months.
 CD4_TAUS = tuple(2.5 + 0.5 * k for k in range(11))
 CD4_RECOVERY = {tau: tuple(1 - math.exp(-month / tau) for month in STEP_MONTHS) for tau in CD4_TAUS}
-DIGITS_TO_VALUE: tuple[Callable[[int], float], ...] = (int, (10).__rtruediv__, (100).__rtruediv__, (1000).__rtruediv__)
 
 
 class Visit(NamedTuple):
@@ -264,10 +264,14 @@ class Visit(NamedTuple):
 
 # One analyte as one patient's lab reports it: (test, expected value by month since a course
 # (index 0: before any course, or settled) and noise table, both in units of the last
-# reported digit, unit, digits -> reported value, the lab's own range or None, None).
-Row = tuple[str, tuple[int, ...], tuple[int, ...], str, Callable[[int], float], float | None, float | None]
-# A visit's rows without and with the lab's own range, and each test's place: (ranged?, index).
-Layout = tuple[list[Row], list[Row], dict[str, tuple[bool, int]]]
+# reported digit, unit, 10**decimals, the lab's own range or None, None).
+Row = tuple[str, tuple[int, ...], tuple[int, ...], str, int, float | None, float | None]
+# How a lab reports an analyte: (unit, noise in units of the last digit, 10**decimals, own
+# range or None, None, digits per canonical unit).
+LabRow = tuple[str, tuple[int, ...], int, float | None, float | None, float]
+# A visit's rows in five groups, and each test's place: (group, index in it). See `_places`.
+Layout = tuple[tuple[list[Row], ...], dict[str, tuple[int, int]]]
+CD4_GROUP = 4
 
 
 @dataclass
@@ -463,7 +467,7 @@ def _visits(build: Build) -> list[Visit]:
     for n, course in enumerate(build.courses):
         stop = build.courses[n + 1].start if n + 1 < len(build.courses) else build.as_of + _DAY
         visits += _series(build, course, stop)
-    visits.sort(key=lambda v: v.day)
+    visits.sort(key=operator.attrgetter("day"))
     return visits
 
 
@@ -632,18 +636,15 @@ def _report_after_infusion(build: Build, infusion: dt.date, days: int, text: str
 
 
 @functools.cache
-def _lab_rows(
-    lab: int,
-) -> dict[str, tuple[str, tuple[int, ...], Callable[[int], float], float | None, float | None, float]]:
-    """How lab number `lab` of LABS reports each analyte: (unit, noise in units of its last
-    digit, digits -> value, its own range or None, None, digits per canonical unit)."""
+def _lab_rows(lab: int) -> dict[str, LabRow]:
+    """How lab number `lab` of LABS reports each analyte (the patient-independent part of a Row)."""
     _share, units, ranges = LABS[lab]
     rows = {}
     for test, (unit, factor, decimals) in units.items():
         per_digit = _SCALE[decimals] / factor
         noise = tuple(round(HEALTHY[test][2] * z * per_digit) for z in _NORMAL)
         low, high = ranges.get(test, (None, None))
-        rows[test] = (unit, noise, DIGITS_TO_VALUE[decimals], low, high, per_digit)
+        rows[test] = (unit, noise, _SCALE[decimals], low, high, per_digit)
     return rows
 
 
@@ -666,71 +667,98 @@ def _expected(build: Build, test: str, per_digit: float) -> tuple[int, ...]:
 
 def _rows(build: Build) -> dict[str, Row]:
     return {
-        test: (test, _expected(build, test, per_digit), noise, unit, value, low, high)
-        for test, (unit, noise, value, low, high, per_digit) in _lab_rows(build.lab).items()
+        test: (test, _expected(build, test, per_digit), noise, unit, scale, low, high)
+        for test, (unit, noise, scale, low, high, per_digit) in _lab_rows(build.lab).items()
     }
 
 
-def _layout(rows: dict[str, Row], tests: tuple[str, ...]) -> Layout:
-    """A visit's rows without and with the lab's own range, and where each test lands among them."""
-    plain = [rows[test] for test in tests if rows[test][5] is None]
-    ranged = [rows[test] for test in tests if rows[test][5] is not None]
-    places = {row[0]: (False, n) for n, row in enumerate(plain)}
-    places.update({row[0]: (True, n) for n, row in enumerate(ranged)})
-    return plain, ranged, places
+@functools.cache
+def _places(lab: int, tests: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], ...], dict[str, tuple[int, int]]]:
+    """A visit's tests in five groups (whole-number and decimal results, each without and with
+    the lab's own range, then CD4+ counts), and where each test lands: (group, index in it)."""
+    groups: tuple[list[str], ...] = ([], [], [], [], [])
+    places = {}
+    for test in tests:
+        _unit, _noise, scale, low, _high, _per_digit = _lab_rows(lab)[test]
+        group = CD4_GROUP if test == "cd4" else (scale > 1) + 2 * (low is not None)
+        places[test] = (group, len(groups[group]))
+        groups[group].append(test)
+    return tuple(tuple(group) for group in groups), places
+
+
+def _layout(build: Build, rows: dict[str, Row], tests: tuple[str, ...]) -> Layout:
+    names, places = _places(build.lab, tests)
+    return tuple([rows[test] for test in group] for group in names), places
 
 
 def _emit_labs(build: Build) -> None:
     """Every visit's results in the lab's units: the hot path of the builder.
 
     A result is its expected value plus noise from a table, both whole numbers in units of the
-    last reported digit (no rounding per result). One comprehension walks every visit (a
-    comprehension per visit would cost a function call each); results with the lab's own range
-    come in a second one. Events then patch their results in place."""
+    last reported digit (no rounding per result). Each group of rows (see `_places`) gets one
+    comprehension over every visit, as a comprehension per visit would cost a function call
+    each. Events then patch their results in place."""
     rows = _rows(build)
     layouts: dict[tuple[str, ...], Layout] = {}
-    randbytes = build.rng.randbytes
-    visits = []  # (date, recovery step, plain rows, ranged rows, a noise byte for each row)
+    visits = []  # (date, recovery step, row groups)
     for day, tests, since in build.visits:
         layout = layouts.get(tests)
         if layout is None:
-            layout = layouts[tests] = _layout(rows, tests)
+            layout = layouts[tests] = _layout(build, rows, tests)
         step = TREND_STEP[since] if since is not None and since <= TREND_MONTHS else 0
-        visits.append((day.isoformat(), step, layout[0], layout[1], randbytes(len(layout[0]) + len(layout[1]))))
-    plain = [
-        {"test": t, "value": f(e[m] + n[k]), "unit": u, "date": iso}
-        for iso, m, rows_, _, noise in visits
-        for (t, e, n, u, f, _, _), k in zip(rows_, noise, strict=False)  # the first bytes
-    ]
-    ranged = [
-        {"test": t, "value": f(e[m] + n[k]), "unit": u, "date": iso, "ref_low": low, "ref_high": high}
-        for iso, m, plain_rows, rows_, noise in visits
-        for (t, e, n, u, f, low, high), k in zip(rows_, noise[len(plain_rows) :], strict=True)
-    ]
-    plain_starts = list(itertools.accumulate((len(v[2]) for v in visits), initial=0))
-    ranged_starts = list(itertools.accumulate((len(v[3]) for v in visits), initial=len(plain)))
-    build.labs = plain + ranged
+        visits.append((day.isoformat(), step, layout[0]))
+    bits = build.rng.getrandbits
+    groups = (
+        [
+            {"test": t, "value": e[m] + n[bits(8)], "unit": u, "date": iso}
+            for iso, m, group in visits
+            for t, e, n, u, _, _, _ in group[0]
+        ],
+        [
+            {"test": t, "value": (e[m] + n[bits(8)]) / s, "unit": u, "date": iso}
+            for iso, m, group in visits
+            for t, e, n, u, s, _, _ in group[1]
+        ],
+        [
+            {"test": t, "value": e[m] + n[bits(8)], "unit": u, "date": iso, "ref_low": low, "ref_high": high}
+            for iso, m, group in visits
+            for t, e, n, u, _, low, high in group[2]
+        ],
+        [
+            {"test": t, "value": (e[m] + n[bits(8)]) / s, "unit": u, "date": iso, "ref_low": low, "ref_high": high}
+            for iso, m, group in visits
+            for t, e, n, u, s, low, high in group[3]
+        ],
+        [
+            {"test": t, "value": e[m] + n[bits(8)], "unit": u, "date": iso}
+            for iso, m, group in visits
+            for t, e, n, u, _, _, _ in group[CD4_GROUP]
+        ],
+    )
+    build.labs = [*groups[0], *groups[1], *groups[2], *groups[3], *groups[4]]
+    if build.patches:
+        _patch(build, layouts, [len(visit[2][g]) for visit in visits for g in range(len(groups))])
+    _note_cd4_recovery(build, groups[CD4_GROUP])
 
-    def where(position: int, test: str) -> int:
-        is_ranged, offset = layouts[build.visits[position].tests][2][test]
-        return (ranged_starts if is_ranged else plain_starts)[position] + offset
 
+def _patch(build: Build, layouts: dict[tuple[str, ...], Layout], sizes: list[int]) -> None:
+    """Events' results over the healthy ones; `sizes` holds each visit's group sizes, visit by visit."""
+    groups = len(sizes) // len(build.visits)
+    totals = [sum(sizes[g::groups]) for g in range(groups)]
+    firsts = list(itertools.accumulate(totals, initial=0))
     for position, test, value in build.patches:
-        build.labs[where(position, test)]["value"] = _reported(build, test, value)
-    _note_cd4_recovery(build, where)
+        group, index = layouts[build.visits[position].tests][1][test]
+        before = sum(sizes[group : position * groups + group : groups])
+        build.labs[firsts[group] + before + index]["value"] = _reported(build, test, value)
 
 
-def _note_cd4_recovery(build: Build, where: Callable[[int, str], int]) -> None:
+def _note_cd4_recovery(build: Build, cd4: list[dict[str, Any]]) -> None:
     """The first CD4+ count of at least 200/uL after each course (herpes prophylaxis may stop)."""
-    for position, (day, tests, since) in enumerate(build.visits):
-        if (
-            since is not None
-            and since <= TREND_MONTHS
-            and "cd4" in tests
-            and build.labs[where(position, "cd4")]["value"] >= 200
-        ):
-            course = sum(1 for c in build.courses if c.end < day) - 1
-            build.cd4_recovered.setdefault(course, day)
+    ends = [course.end.isoformat() for course in build.courses]
+    for lab in cd4:
+        course = sum(1 for end in ends if end < lab["date"]) - 1
+        if course >= 0 and lab["value"] >= 200 and course not in build.cd4_recovered:
+            build.cd4_recovered[course] = dt.date.fromisoformat(lab["date"])
 
 
 def _reported(build: Build, test: str, value: float) -> float:

@@ -186,6 +186,7 @@ def _child(spec: dict[str, Any]) -> None:
         "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "peak_mib": _own_peak_mib(),
         "maxrss_mib": after.ru_maxrss / 1024,
+        "load": os.getloadavg()[0],
         "phases": phases,
         "counts": counts,
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
@@ -217,11 +218,18 @@ class SweepRun:
     phases: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     timed_out: float | None = None  # the time limit, when the run was stopped
+    load: float | None = None  # the machine's 1-minute load average at the end
 
     @property
     def patients_per_s(self) -> float | None:
         selected = self.report.get("selected")
         return selected / self.wall if self.wall and selected else None
+
+    @property
+    def patients_per_cpu_s(self) -> float | None:
+        """Per second of this process's own CPU time (steadier on a shared machine; excludes the DB server)."""
+        selected = self.report.get("selected")
+        return selected / self.cpu if self.cpu and selected else None
 
 
 def run_sweep(
@@ -252,6 +260,7 @@ def run_sweep(
         result["maxrss_mib"],
     )
     run.report, run.phases, run.counts = result["report"], result["phases"], result["counts"]
+    run.load = result["load"]
     return run
 
 
@@ -440,6 +449,7 @@ class BackendResult:
     import_patients: int = 0
     import_labs: int = 0
     import_seconds: float = 0.0
+    import_load: float = 0.0
     store_patients: int = 0
     store_labs: int = 0
     store_seconds: float = 0.0
@@ -464,7 +474,7 @@ def run_backend(
         say(f"[{backend}] import_file of {imported.name} ...")
         start = time.perf_counter()
         report = import_file(imported, url, protocol)
-        result.import_seconds = time.perf_counter() - start
+        result.import_seconds, result.import_load = time.perf_counter() - start, os.getloadavg()[0]
         if report.errors:
             raise RuntimeError(f"import errors: {report.errors[:5]}")
         result.import_patients, result.import_labs = report.patients, report.labs
@@ -516,6 +526,8 @@ def machine_facts() -> list[str]:
         f"cpu {model or platform.processor()}; {os.cpu_count()} cpus ({affinity} usable); {memory}",
         f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {versions}",
         f"platform {platform.platform()}",
+        f"load average now {', '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min): other processes share "
+        "these cores, so wall times can suffer; the CPU figures are this benchmark's own",
     ]
 
 
@@ -549,74 +561,91 @@ def _projection(run: SweepRun) -> tuple[str, float | None]:
     )
 
 
-def print_report(results: list[BackendResult], args: argparse.Namespace, cohort_labs: int) -> None:
+def print_header(args: argparse.Namespace, cohort_labs: int) -> None:
     print("alemwatch registry benchmark")
     for line in machine_facts():
         print(f"  {line}")
-    servers = [f"PostgreSQL {r.server}" for r in results if r.server]
-    print(f"  servers: {', '.join(servers) or '-'} (same machine, outside the pinned core's control)")
     print(
         f"  demo cohort seed {SEED}, as of {AS_OF.isoformat()}, protocol {JURISDICTION}; base {args.base:,} patients "
         f"({cohort_labs / args.base:.0f} lab results each), copied to {', '.join(f'{s:,}' for s in args.sizes)}"
     )
     print("  sweeps run in a child pinned to core 0 with thread pools at 1; peak RSS is the child's own VmHWM")
     print("  (its ru_maxrss is not used: Linux starts it at the parent's peak, carried over fork and exec)")
-    for r in results:
-        print()
-        print(f"== {r.backend} ==")
-        labs_s = r.import_labs / r.import_seconds
-        print(
-            f"  import_file {r.import_patients:,} patients, {r.import_labs:,} lab results: {r.import_seconds:.1f} s = "
-            f"{labs_s:,.0f} lab results/s, {r.import_patients / r.import_seconds:.1f} patients/s"
-        )
-        if r.store_patients:
-            print(
-                f"  save_patient_file {r.store_patients:,} more patients in transactions of {SAVE_BATCH}: "
-                f"{r.store_seconds:.1f} s = {r.store_labs / r.store_seconds:,.0f} lab results/s"
-            )
-        for size, seconds in r.growth.items():
-            if seconds:
-                copy = sum(v for k, v in seconds.items() if k != "analyze")
-                extra = f", ANALYZE {seconds['analyze']:.1f} s" if "analyze" in seconds else ""
-                slowest = max((k for k in seconds if k != "analyze"), key=seconds.__getitem__)
-                print(
-                    f"  grow to {size:,}: INSERT ... SELECT {copy:.1f} s ({slowest} {seconds[slowest]:.1f} s){extra}; "
-                    f"database {r.db_mib[size]:,.0f} MiB, {r.alerts[size]:,} alerts"
-                )
-            else:
-                print(f"  at {size:,}: database {r.db_mib[size]:,.0f} MiB, {r.alerts[size]:,} alerts")
-        print()
-        header = f"  {'sweep':<32}{'patients':>9}{'wall s':>9}{'cpu s':>8}{'pat/s':>9}{'RSS MiB':>9}"
-        print(header + f"{'selected':>10}{'bulk':>9}{'rewrote':>9}")
-        for run in r.sweeps:
-            rep, counts = run.report, run.counts
-            wall = f">{run.timed_out:g}" if run.timed_out else _fmt(run.wall, ".2f")
-            selected, bulk = rep.get("selected"), rep.get("bulk")
-            rewrote = _fmt(rep.get("rewritten"), ",")
-            if run.timed_out:  # what the stopped run had reached
-                selected = counts.get("changed", 0) + counts.get("bulk", 0) if "bulk" in counts else None
-                bulk = counts.get("bulk")
-                wanted = counts.get("changed", 0) + counts.get("digest_changed", 0)
-                rewrote = f"{counts.get('one_by_one_done', 0):,}/{wanted:,}"
-            print(
-                f"  {run.label:<32}{run.size:>9,}{wall:>9}{_fmt(run.cpu, '.2f'):>8}"
-                f"{_fmt(run.patients_per_s, ',.0f'):>9}{_fmt(run.peak_mib, ',.0f'):>9}"
-                f"{_fmt(selected, ','):>10}{_fmt(bulk, ','):>9}{rewrote:>9}"
-            )
-        for run in r.sweeps:
-            if run.phases:
-                phases = "; ".join(f"{k.strip()} {v:.2f}" for k, v in run.phases.items())
-                print(f"    {run.label} at {run.size:,}, seconds by phase: {phases}")
-            if run.timed_out:
-                print(f"    {run.label} at {run.size:,}: {_projection(run)[0]}")
-        print()
-        print(f"  {'build_worklist(limit 200)':<32}{'patients':>9}{'p50 ms':>9}{'p99 ms':>9}  rows per section")
-        for size, w in r.worklists.items():
-            sections = ", ".join(f"{k} {v}" for k, v in w["sections"].items())
-            print(f"  {'':<32}{size:>9,}{w['p50']:>9.1f}{w['p99']:>9.1f}  {sections}")
-        print(f"    ({WORKLIST_CALLS} calls after {WORKLIST_WARMUP} untimed, each in a fresh session, as a request)")
+    sys.stdout.flush()
+
+
+def print_backend(r: BackendResult) -> None:
+    """One backend's figures, printed as soon as it is done."""
     print()
-    print("== against the targets ==")
+    print(f"== {r.backend} ==" + (f" (PostgreSQL {r.server} on this machine)" if r.server else ""))
+    labs_s = r.import_labs / r.import_seconds
+    print(
+        f"  import_file {r.import_patients:,} patients, {r.import_labs:,} lab results: {r.import_seconds:.1f} s = "
+        f"{labs_s:,.0f} lab results/s, {r.import_patients / r.import_seconds:.1f} patients/s "
+        f"(one transaction per patient; load {r.import_load:.1f})"
+    )
+    if r.store_patients:
+        print(
+            f"  save_patient_file {r.store_patients:,} more patients in transactions of {SAVE_BATCH}: "
+            f"{r.store_seconds:.1f} s = {r.store_labs / r.store_seconds:,.0f} lab results/s"
+        )
+    for size, seconds in r.growth.items():
+        if seconds:
+            total = sum(seconds.values())
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items() if v >= 0.5 or k == "lab_results")
+            print(
+                f"  grow to {size:,} (setup, INSERT ... SELECT): {total:.1f} s ({parts}); "
+                f"database {r.db_mib[size]:,.0f} MiB, {r.alerts[size]:,} alerts"
+            )
+        else:
+            print(f"  at {size:,}: database {r.db_mib[size]:,.0f} MiB, {r.alerts[size]:,} alerts")
+    initial = next((run for run in r.sweeps if run.label.startswith("initial") and run.wall), None)
+    if initial and initial.size < 10_000:
+        per = initial.wall / initial.size
+        print(
+            f"  initial assessment: {per * 1000:.0f} ms per patient; at that rate 10,000 take "
+            f"{per * 10_000 / 60:.0f} min and 100,000 {per * 100_000 / 3600:.1f} h (hence the base)"
+        )
+    print()
+    header = f"  {'sweep':<32}{'patients':>9}{'wall s':>9}{'cpu s':>8}{'pat/s':>9}{'pat/cpu-s':>10}{'RSS MiB':>9}"
+    print(header + f"{'selected':>10}{'bulk':>9}{'rewrote':>9}{'load':>6}")
+    for run in r.sweeps:
+        rep, counts = run.report, run.counts
+        wall = f">{run.timed_out:g}" if run.timed_out else _fmt(run.wall, ".2f")
+        selected, bulk = rep.get("selected"), rep.get("bulk")
+        rewrote = _fmt(rep.get("rewritten"), ",")
+        if run.timed_out:  # what the stopped run had reached
+            selected = counts.get("changed", 0) + counts.get("bulk", 0) if "bulk" in counts else None
+            bulk = counts.get("bulk")
+            wanted = counts.get("changed", 0) + counts.get("digest_changed", 0)
+            rewrote = f"{counts.get('one_by_one_done', 0):,}/{wanted:,}"
+        print(
+            f"  {run.label:<32}{run.size:>9,}{wall:>9}{_fmt(run.cpu, '.2f'):>8}"
+            f"{_fmt(run.patients_per_s, ',.0f'):>9}{_fmt(run.patients_per_cpu_s, ',.0f'):>10}"
+            f"{_fmt(run.peak_mib, ',.0f'):>9}{_fmt(selected, ','):>10}{_fmt(bulk, ','):>9}{rewrote:>9}"
+            f"{_fmt(run.load, '.1f'):>6}"
+        )
+    for run in r.sweeps:
+        if run.phases:
+            phases = "; ".join(f"{k.strip()} {v:.2f}" for k, v in run.phases.items())
+            print(f"    {run.label} at {run.size:,}, seconds by phase: {phases}")
+        if run.timed_out:
+            print(f"    {run.label} at {run.size:,}: {_projection(run)[0]}")
+    print()
+    print(f"  {'build_worklist(limit 200)':<32}{'patients':>9}{'p50 ms':>9}{'p99 ms':>9}  rows per section")
+    for size, w in r.worklists.items():
+        sections = ", ".join(f"{k} {v}" for k, v in w["sections"].items())
+        print(f"  {'':<32}{size:>9,}{w['p50']:>9.1f}{w['p99']:>9.1f}  {sections}")
+    print(f"    ({WORKLIST_CALLS} calls after {WORKLIST_WARMUP} untimed, each in a fresh session, as a request)")
+    sys.stdout.flush()
+
+
+def print_targets(results: list[BackendResult], args: argparse.Namespace, load: tuple[float, float, float]) -> None:
+    print()
+    print(
+        f"== against the targets == (load average 1/5/15 min: at start {', '.join(f'{x:.1f}' for x in load)}, "
+        f"at end {', '.join(f'{x:.1f}' for x in os.getloadavg())})"
+    )
     largest = max(args.sizes)
     for r in results:
         labs_s = r.import_labs / r.import_seconds
@@ -630,6 +659,10 @@ def print_report(results: list[BackendResult], args: argparse.Namespace, cohort_
                 print(
                     f"  [{r.backend}] full sweep at {run.size:,}: {_fmt(run.patients_per_s, ',.0f')} patients/s on one "
                     f"core: {_ratio(run.patients_per_s, SWEEP_TARGET, True)}, target {SWEEP_TARGET:,.0f}/s"
+                )
+                print(
+                    f"  [{r.backend}]   per second of its own CPU: {_fmt(run.patients_per_cpu_s, ',.0f')} patients: "
+                    f"{_ratio(run.patients_per_cpu_s, SWEEP_TARGET, True)}"
                 )
                 if run.size == largest and run.peak_mib is not None:
                     print(
@@ -678,7 +711,7 @@ def main(argv: list[str]) -> int:
     if args.child:
         _child(json.loads(args.child))
         return 0
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
         workdir = Path(tmp)
         say(f"building {args.base:,} demo patients ...")
@@ -689,11 +722,12 @@ def main(argv: list[str]) -> int:
                 if number >= IMPORT_PATIENTS:
                     break
                 out.write(line)
-        results = [
-            run_backend(backend, args.sizes, args.base, cohort, workdir, args.incremental_timeout)
-            for backend in args.backends
-        ]
-    print_report(results, args, cohort_labs)
+        print_header(args, cohort_labs)
+        results = []
+        for backend in args.backends:
+            results.append(run_backend(backend, args.sizes, args.base, cohort, workdir, args.incremental_timeout))
+            print_backend(results[-1])
+    print_targets(results, args, load)
     print(f"\n  whole run {time.perf_counter() - started:,.0f} s")
     return 0
 

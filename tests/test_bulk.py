@@ -292,7 +292,7 @@ def random_as_of(rng: random.Random, patient: dict[str, Any], anchor: dt.date) -
 # --- (a) hypothesis ------------------------------------------------------------------------
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rng=st.randoms(use_true_random=False),
     size=st.integers(1, 5),

@@ -1302,6 +1302,8 @@ class Chunks:
                 starts = np.searchsorted(patient, self.bounds, side="left")
             else:
                 run = patient // size
+                if len(self.bounds) <= np.iinfo(np.int16).max:
+                    run = run.astype(np.int16)  # a stable sort of 16-bit keys is a radix sort
                 order = np.argsort(run, kind="stable")
                 arrays = [a[order] for a in arrays]
                 starts = np.searchsorted(run[order], np.arange(len(self.bounds)), side="left")
