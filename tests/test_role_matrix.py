@@ -141,7 +141,30 @@ BODIES: dict[str, Body] = {
     "web_portal": None,
     "web_portal_report": lambda p: Form(text="tired today", date=RECENT),
     "web_knowledge": None,
+    # FHIR (path: resource_type Patient, resource_id the record)
+    "fhir_metadata": None,
+    "fhir_transaction": lambda p: {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": _tsh_observation(OWN), "request": {"method": "POST", "url": "Observation"}}],
+    },
+    "fhir_create": lambda p: {"resourceType": "Patient", "id": "p-fhir-new", "gender": "female"},
+    "fhir_update": lambda p: {"resourceType": "Patient", "id": p["resource_id"], "gender": "female"},
+    "fhir_everything": None,
+    "fhir_read": None,
+    "fhir_search": None,
 }
+
+
+def _tsh_observation(patient_id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "3016-3"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2026-01-05",
+        "valueQuantity": {"value": 2.0, "unit": "m[IU]/L", "system": "http://unitsofmeasure.org", "code": "m[IU]/L"},
+    }
 
 
 # --- the registry the requests go to -----------------------------------------------------------
@@ -239,7 +262,13 @@ def send(registry: Registry, endpoint: Endpoint, call: Call, headers: dict[str, 
 def build_request(registry: Registry, endpoint: Endpoint, role: str) -> Call:
     """A valid request for the endpoint, sent as this role."""
     patient = OTHER if role == "patient-other-record" else OWN
-    values = {"patient_id": patient, "alert_id": registry.alert_ids[patient], "kind": "labs"}
+    values = {
+        "patient_id": patient,
+        "alert_id": registry.alert_ids[patient],
+        "kind": "labs",
+        "resource_type": "Patient",
+        "resource_id": patient,
+    }
     unknown = [name for name in endpoint.path_params if name not in values]
     if unknown:
         pytest.fail(f"{endpoint.name}: no test value for path parameter(s) {unknown}; add one to build_request")

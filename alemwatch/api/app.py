@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -16,10 +17,12 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from alemwatch import __version__
+from alemwatch.api import fhir
 from alemwatch.api.deps import authorize
 from alemwatch.api.guard import RequestGuard
 from alemwatch.api.routes import router
 from alemwatch.core.patient import PatientFileError
+from alemwatch.fhir.inbound import FhirInputError, FhirIssue
 from alemwatch.registry.alerts import AlertStateError
 from alemwatch.settings import Settings, get_settings
 from alemwatch.store.db import NotMigrated, ensure_migrated
@@ -41,8 +44,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def patient_file_error(request: Request, exc: PatientFileError) -> JSONResponse:
         return _field_error(422, exc.field, exc.problem)
 
+    @app.exception_handler(FhirInputError)
+    async def fhir_input_error(request: Request, exc: FhirInputError) -> JSONResponse:
+        return fhir.outcome_response(exc.status, exc.issues)
+
     @app.exception_handler(RequestValidationError)
     async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if is_fhir(request):
+            return fhir.outcome_response(400, [_fhir_issue(e) for e in exc.errors()])
         errors = [
             {
                 "loc": list(e["loc"]),
@@ -64,6 +73,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotMigrated)
     async def not_migrated(request: Request, exc: NotMigrated) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+
+def is_fhir(request: Request) -> bool:
+    return request.url.path == "/fhir" or request.url.path.startswith("/fhir/")
+
+
+def _fhir_issue(error: Any) -> FhirIssue:
+    """A request that FastAPI could not read (malformed JSON, a bad parameter) as an issue."""
+    if error.get("type") == "json_invalid":
+        where = error.get("ctx", {}).get("error", "")
+        return FhirIssue("structure", f"malformed JSON: {where}".rstrip(": "), "Bundle")
+    field = ".".join(str(p) for p in error["loc"][1:]) or str(error["loc"][0])
+    return FhirIssue("invalid", str(error["msg"]), field)
 
 
 def _log_requests(app: FastAPI) -> None:
@@ -96,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(router)
+    app.include_router(fhir.router)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_handlers(app)

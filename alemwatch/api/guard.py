@@ -39,7 +39,11 @@ class RequestGuard:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                await _answer(send, 413, f"body larger than {self.max_bytes} bytes")
+                refusal = f"body larger than {self.max_bytes} bytes"
+                if scope["path"] == "/fhir" or scope["path"].startswith("/fhir/"):
+                    await _answer_outcome(send, 413, "too-costly", refusal)
+                else:
+                    await _answer(send, 413, refusal)
                 return
         if _is_form(scope) and any(mark in body for mark in NUL_MARKS):
             await _answer(send, 422, "a NUL character is not allowed", _form_field(bytes(body)))
@@ -101,4 +105,13 @@ async def _answer(send: Send, status: int, detail: str, field: str | None = None
     )
     payload: Any = json.dumps(content).encode()
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _answer_outcome(send: Send, status: int, code: str, detail: str) -> None:
+    """The same refusal on the FHIR endpoint, as an OperationOutcome."""
+    issue = {"severity": "error", "code": code, "diagnostics": detail, "expression": ["Bundle"]}
+    payload = json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}).encode()
+    headers = [(b"content-type", b"application/fhir+json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

@@ -44,6 +44,14 @@ POLICY: dict[str, Rule] = {
     "worklist": Rule(CARE),
     # administration
     "list_users": Rule(frozenset({"admin"})),
+    # FHIR R4 (alemwatch.api.fhir): the care team; the capability statement is open
+    "fhir_metadata": Rule(public=True),
+    "fhir_transaction": Rule(CARE),
+    "fhir_create": Rule(CARE),
+    "fhir_update": Rule(CARE),
+    "fhir_everything": Rule(CARE),
+    "fhir_read": Rule(CARE),
+    "fhir_search": Rule(CARE),
     # web pages (alemwatch.web): the same rules as the API routes they mirror
     "web_login_form": Rule(public=True),
     "web_login": Rule(public=True),

@@ -41,6 +41,17 @@ def content_id(kind: str, item: dict[str, Any]) -> str:
     return f"{kind[:3]}-" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
+def record_id(kind: str, raw: dict[str, Any]) -> str:
+    """The id a record of a patient file is stored under (see `child_rows`)."""
+    if kind == "labs":
+        return str(raw.get("id") or content_id("lab", raw))
+    if kind == "infusions":
+        return content_id("inf", {"date": raw["date"]})
+    if kind == "prophylaxis":
+        return content_id("pro", {"kind": raw["kind"], "start": raw["start"]})
+    return content_id(kind[:3], raw)
+
+
 def _iso(day: dt.date | None) -> str | None:
     return day.isoformat() if day else None
 
@@ -195,8 +206,9 @@ def save_patient_file(
     return patient.id, created, added
 
 
-def patient_file(session: Session, patient_id: str) -> dict[str, Any] | None:
-    """The stored record as a contract patient file (with the labs' ids)."""
+def patient_file(session: Session, patient_id: str, ids: bool = False) -> dict[str, Any] | None:
+    """The stored record as a contract patient file (with the labs' ids; with `ids`, every
+    record carries its id, which the contract's file does not accept: for exports)."""
     row = session.get(m.Patient, patient_id)
     if row is None:
         return None
@@ -225,6 +237,11 @@ def patient_file(session: Session, patient_id: str) -> dict[str, Any] | None:
         for p in rows(m.Prophylaxis)
     ]
     data["symptoms"] = [{"date": s.date.isoformat(), "text": s.text} for s in rows(m.SymptomReport)]
+    if ids:
+        for kind, model in CHILD_LISTS.items():
+            if kind != "labs":
+                for item, stored in zip(data[kind], rows(model), strict=True):
+                    item["id"] = stored.id
     return data
 
 

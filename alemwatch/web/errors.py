@@ -18,6 +18,19 @@ MESSAGES = {
 }
 
 
+FHIR_ISSUE_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict"}
+
+
+def fhir_http_error(exc: StarletteHTTPException) -> Response:
+    """A refusal on the FHIR endpoint as an OperationOutcome."""
+    from alemwatch.api.fhir import outcome_response
+    from alemwatch.fhir.inbound import FhirIssue
+
+    code = FHIR_ISSUE_CODES.get(exc.status_code, "processing")
+    issue = FhirIssue(code, str(exc.detail), "request")
+    return outcome_response(exc.status_code, [issue], headers=dict(exc.headers or {}))
+
+
 def is_page_request(request: Request) -> bool:
     """A request to a web route from a browser (or from HTMX on a web page)."""
     route_name = getattr(request.scope.get("route"), "name", "") or ""
@@ -40,4 +53,6 @@ def install_error_pages(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if is_page_request(request):
             return page_for_error(request, exc.status_code, str(exc.detail))
+        if request.url.path == "/fhir" or request.url.path.startswith("/fhir/"):
+            return fhir_http_error(exc)
         return await http_exception_handler(request, exc)

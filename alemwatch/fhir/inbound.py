@@ -1,0 +1,521 @@
+"""FHIR R4 resources in: each resource is validated with fhir.resources, then read into the
+contract's patient-file records (the one shape the engine and the store know).
+
+Pure: dicts in, records out, no database. Every problem is a `FhirIssue` that names the
+resource and the element (`Bundle.entry[3].resource.valueQuantity.code`), so an
+OperationOutcome can point at it. What is not about alemtuzumab (another drug, another
+vaccine status, a cancelled result) is skipped with an informational issue, never guessed at.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from alemwatch.core.patient import (
+    EARLIEST,
+    LATEST,
+    Exam,
+    Infusion,
+    PatientFileError,
+    ProphylaxisRecord,
+    Screening,
+    SymptomReport,
+    Vaccination,
+    normalise_lab,
+)
+from alemwatch.fhir import codes
+from alemwatch.fhir.models import model_for
+from alemwatch.protocol.model import Protocol
+
+SUPPORTED = (
+    "Patient",
+    "Observation",
+    "MedicationAdministration",
+    "MedicationRequest",
+    "MedicationStatement",
+    "Immunization",
+    "Procedure",
+)
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+STORED_LAB_STATUS = {"final", "amended", "corrected", "preliminary"}
+RECORD_KINDS = ("labs", "infusions", "exams", "vaccinations", "prophylaxis", "symptoms")
+
+
+@dataclass(frozen=True)
+class FhirIssue:
+    """One OperationOutcome issue: severity, IssueType code, what is wrong, and where."""
+
+    code: str
+    diagnostics: str
+    expression: str
+    severity: str = "error"
+
+
+class FhirInputError(ValueError):
+    def __init__(self, issues: list[FhirIssue], status: int = 422) -> None:
+        self.issues = issues
+        self.status = status
+        super().__init__("; ".join(f"{i.expression}: {i.diagnostics}" for i in issues))
+
+
+@dataclass
+class PatientUpdate:
+    """What a set of resources says about one patient: attributes (None: not said) and new records.
+    `origins[kind][n]` is the place (an expression prefix) of the resource behind record n."""
+
+    patient_id: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {k: [] for k in RECORD_KINDS})
+    origins: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in RECORD_KINDS})
+    premedication_days: dict[dt.date, str] = field(default_factory=dict)
+    patient_place: str | None = None
+
+    def add(self, kind: str, record: dict[str, Any], place: str) -> None:
+        self.records[kind].append(record)
+        self.origins[kind].append(place)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.records.values())
+
+
+def validate_resource(data: Any, place: str) -> Any:
+    """The fhir.resources model of `data`, or a FhirInputError naming the element."""
+    if not isinstance(data, dict):
+        raise FhirInputError([FhirIssue("structure", "must be a JSON object (a FHIR resource)", place)])
+    kind = data.get("resourceType")
+    if kind not in SUPPORTED:
+        raise FhirInputError(
+            [
+                FhirIssue(
+                    "not-supported",
+                    f"resourceType {kind!r} is not accepted here; use one of {', '.join(SUPPORTED)}",
+                    f"{place}.resourceType",
+                )
+            ]
+        )
+    try:
+        return model_for(kind).model_validate(data)
+    except ValidationError as exc:
+        raise FhirInputError([_pydantic_issue(err, place) for err in exc.errors(include_url=False)][:20]) from None
+
+
+def _pydantic_issue(err: Any, place: str) -> FhirIssue:
+    path = place
+    for part in err["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("__root__",) and not str(part).startswith("function-"):
+            path += f".{part}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    code = "required" if err["type"] == "missing" else "structure" if err["type"] == "extra_forbidden" else "value"
+    if err["type"] == "extra_forbidden":
+        message = "unknown element"
+    return FhirIssue(code, message, path)
+
+
+# --- small readers ---------------------------------------------------------------------------
+
+
+def _codings(concept: Any) -> list[dict[str, str]]:
+    if not concept:
+        return []
+    return [{"system": c.system or "", "code": c.code or "", "display": c.display or ""} for c in concept.coding or []]
+
+
+def _text(concept: Any) -> str:
+    if not concept:
+        return ""
+    return " ".join([concept.text or "", *(c.display or "" for c in concept.coding or [])]).strip()
+
+
+def _day(value: Any, place: str) -> dt.date:
+    """A FHIR date or dateTime as the calendar day it was written for (its own time zone)."""
+    if value is None:
+        raise FhirInputError([FhirIssue("required", "a date is required", place)])
+    day = value.date() if isinstance(value, dt.datetime) else value if isinstance(value, dt.date) else None
+    if day is None:
+        text = str(value)
+        if not re.match(r"^\d{4}-\d{2}-\d{2}", text):
+            raise FhirInputError([FhirIssue("value", f"needs a full date (YYYY-MM-DD), got {text!r}", place)])
+        day = dt.date.fromisoformat(text[:10])
+    if not EARLIEST <= day <= LATEST:
+        raise FhirInputError([FhirIssue("value", f"{day} is outside {EARLIEST}..{LATEST}", place)])
+    return day
+
+
+def _effective(resource: Any, place: str, *names: str) -> tuple[dt.date, str]:
+    """The first date among the named elements (a Period counts by its start)."""
+    for name in names:
+        value = getattr(resource, name, None)
+        if value is None:
+            continue
+        if hasattr(value, "start"):
+            return _day(value.start, f"{place}.{name}.start"), f"{place}.{name}"
+        return _day(value, f"{place}.{name}"), f"{place}.{name}"
+    raise FhirInputError([FhirIssue("required", f"one of {', '.join(names)} is required", place)])
+
+
+def reference_id(reference: Any, place: str, kind: str = "Patient") -> str:
+    """The id in `Patient/123` (or a bundle-local `urn:uuid:...`, returned as it is)."""
+    text = getattr(reference, "reference", None) if reference is not None else None
+    if not text:
+        raise FhirInputError([FhirIssue("required", f"a reference to the {kind} is required", place)])
+    if text.startswith("urn:"):
+        return str(text)
+    parts = str(text).rstrip("/").split("/")
+    if len(parts) < 2 or parts[-2] != kind:
+        raise FhirInputError([FhirIssue("value", f"must reference a {kind} (e.g. {kind}/123), got {text!r}", place)])
+    return parts[-1]
+
+
+def _extension(resource: Any, url: str) -> Any:
+    for ext in getattr(resource, "extension", None) or []:
+        if ext.url == url:
+            return ext
+    return None
+
+
+def _record(model: type[Any], data: dict[str, Any], place: str, fields: dict[str, str]) -> dict[str, Any]:
+    """Validate one record with the contract's model; a bad field is named by its FHIR element."""
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = str(err["loc"][0]) if err["loc"] else ""
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise FhirInputError([FhirIssue("value", message, f"{place}.{fields.get(name, name)}")]) from None
+    return data
+
+
+# --- resources --------------------------------------------------------------------------------
+
+
+def read_patient(resource: Any, place: str) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"sex": resource.gender or "unknown"}
+    if resource.birthDate:
+        attributes["birth_date"] = _day(resource.birthDate, f"{place}.birthDate").isoformat()
+    ext = _extension(resource, codes.EXT_SCREENING)
+    if ext is None:  # an EHR's Patient says nothing of screening: what is stored stays
+        return attributes
+    screening: dict[str, Any] = {}
+    if ext is not None:
+        for n, part in enumerate(ext.extension or []):
+            where = f"{place}.extension.where(url='{codes.EXT_SCREENING}').extension[{n}]"
+            if part.url not in Screening.model_fields:
+                known = ", ".join(Screening.model_fields)
+                raise FhirInputError([FhirIssue("value", f"unknown screening item {part.url!r}; use {known}", where)])
+            value = part.valueCode if part.valueCode is not None else part.valueBoolean
+            if value is None:
+                raise FhirInputError([FhirIssue("required", "valueCode or valueBoolean is required", where)])
+            screening[part.url] = value
+        _record(Screening, screening, f"{place}.extension", {})
+    attributes["screening"] = screening
+    return attributes
+
+
+def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str, dict[str, Any]] | FhirIssue:
+    """A lab result (by LOINC) or a symptom report; ('labs'|'symptoms', record) or a skip."""
+    codings = _codings(resource.code)
+    if any(c["system"] == codes.CS_SYMPTOM and c["code"] == codes.SYMPTOM_CODE for c in codings):
+        day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "issued")
+        if not resource.valueString:
+            raise FhirInputError([FhirIssue("required", "valueString (the patient's words) is required", place)])
+        report = {"date": day.isoformat(), "text": resource.valueString}
+        return "symptoms", _record(SymptomReport, report, place, {"text": "valueString"})
+    if resource.status not in STORED_LAB_STATUS:
+        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    loinc = [c["code"] for c in codings if c["system"] == codes.LOINC]
+    analyte = next((a for code in loinc for a, spec in protocol.analytes.items() if code in spec.loinc), None)
+    if analyte is None:
+        shown = ", ".join(f"{c['system']}|{c['code']}" for c in codings) or "none"
+        raise FhirInputError(
+            [FhirIssue("code-invalid", f"no LOINC code this protocol follows (got {shown})", f"{place}.code")]
+        )
+    quantity = resource.valueQuantity
+    if quantity is None or quantity.value is None:
+        raise FhirInputError(
+            [FhirIssue("required", "valueQuantity with a value is required", f"{place}.valueQuantity")]
+        )
+    if quantity.system not in (None, codes.UCUM):
+        raise FhirInputError(
+            [FhirIssue("value", f"unit system must be UCUM ({codes.UCUM})", f"{place}.valueQuantity.system")]
+        )
+    unit = quantity.code or quantity.unit
+    if not unit:
+        raise FhirInputError([FhirIssue("required", "a UCUM unit code is required", f"{place}.valueQuantity.code")])
+    day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
+    record: dict[str, Any] = {"test": analyte, "value": _number(quantity.value), "unit": unit, "date": day.isoformat()}
+    if resource.id:
+        record["id"] = resource.id
+    for n, ref in enumerate(resource.referenceRange or []):
+        if ref.low is not None and ref.low.value is not None:
+            record["ref_low"] = _number(ref.low.value)
+        if ref.high is not None and ref.high.value is not None:
+            record["ref_high"] = _number(ref.high.value)
+        if n == 0:
+            break
+    places = {
+        "test": "code",
+        "unit": "valueQuantity.code",
+        "value": "valueQuantity.value",
+        "ref_low": "referenceRange[0].low.value",
+        "ref_high": "referenceRange[0].high.value",
+    }
+    try:
+        normalise_lab(protocol, record)
+    except ValueError as exc:
+        name, _, message = str(exc).partition(": ")
+        if name == "unit":
+            spec = protocol.analytes[analyte]
+            message = f"{unit!r} is not a UCUM unit of {spec.name}; use one of {', '.join(spec.units)}"
+        raise FhirInputError(
+            [FhirIssue("value", message or str(exc), f"{place}.{places.get(name, 'value')}")]
+        ) from None
+    return "labs", record
+
+
+def _number(value: Any) -> int | float:
+    number = float(value)
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
+
+
+def read_administration(resource: Any, place: str) -> tuple[str, dict[str, Any]] | FhirIssue:
+    """An alemtuzumab infusion ('infusion', record), a corticosteroid premedication
+    ('premedication', {date}), or a skip."""
+    concept = resource.medicationCodeableConcept
+    codings, text = _codings(concept), _text(concept)
+    if resource.status in ("not-done", "entered-in-error"):
+        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod")
+    if codes.coded(codings, codes.PREMEDICATION_CODES) or codes.PREMEDICATION_TEXT.search(text):
+        return "premedication", {"date": day.isoformat()}
+    if not (codes.coded(codings, codes.ALEMTUZUMAB_CODES) or codes.ALEMTUZUMAB_TEXT.search(text)):
+        return FhirIssue(
+            "informational",
+            "not stored: neither alemtuzumab (RxNorm 1594660/117055, ATC L04AG06) nor a corticosteroid premedication",
+            f"{place}.medicationCodeableConcept",
+            "information",
+        )
+    record: dict[str, Any] = {"date": day.isoformat()}
+    premedication = _extension(resource, codes.EXT_PREMEDICATION)
+    if premedication is not None and premedication.valueBoolean is not None:
+        record["premedication"] = premedication.valueBoolean
+    minutes = _extension(resource, codes.EXT_OBSERVATION_MINUTES)
+    if minutes is not None and minutes.valueDecimal is not None:
+        record["observation_minutes"] = _number(minutes.valueDecimal)
+    dose = resource.dosage.dose if resource.dosage else None
+    if dose is not None and dose.value is not None:
+        if (dose.code or dose.unit) not in ("mg", None):
+            raise FhirInputError([FhirIssue("value", "dose must be in mg", f"{place}.dosage.dose.code")])
+        record["dose_mg"] = _number(dose.value)
+    reactions = []
+    for ext in resource.extension or []:
+        if ext.url != codes.EXT_REACTION:
+            continue
+        parts = {p.url: p for p in ext.extension or []}
+        reaction: dict[str, Any] = {"type": parts["type"].valueString if "type" in parts else ""}
+        if "severity" in parts:
+            reaction["severity"] = parts["severity"].valueCode
+        if "onset-hours" in parts:
+            reaction["onset_hours"] = _number(parts["onset-hours"].valueDecimal)
+        reactions.append(reaction)
+    if reactions:
+        record["reactions"] = reactions
+    fields = {"observation_minutes": "extension", "dose_mg": "dosage.dose.value", "reactions": "extension"}
+    return "infusions", _record(Infusion, record, place, fields)
+
+
+def read_immunization(resource: Any, place: str) -> tuple[str, dict[str, Any]] | FhirIssue:
+    if resource.status != "completed":
+        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    day, _ = _effective(resource, place, "occurrenceDateTime")
+    codings, text = _codings(resource.vaccineCode), _text(resource.vaccineCode)
+    live_ext = _extension(resource, codes.EXT_LIVE_VACCINE)
+    if live_ext is not None and live_ext.valueBoolean is not None:
+        live = bool(live_ext.valueBoolean)
+    else:
+        live = any(c["system"] == codes.CVX and c["code"] in codes.LIVE_VACCINE_CVX for c in codings) or bool(
+            codes.LIVE_VACCINE_TEXT.search(text)
+        )
+    name = resource.vaccineCode.text or next((c["display"] or c["code"] for c in codings), "vaccine")
+    record = {"vaccine": name, "live": live, "date": day.isoformat()}
+    return "vaccinations", _record(Vaccination, record, place, {"vaccine": "vaccineCode", "date": "occurrenceDateTime"})
+
+
+def read_statement(resource: Any, place: str) -> tuple[str, dict[str, Any]] | FhirIssue:
+    """Herpes prophylaxis (aciclovir and pro-drugs) as a MedicationStatement."""
+    concept = resource.medicationCodeableConcept
+    codings, text = _codings(concept), _text(concept)
+    drug = next(
+        (
+            codes.HERPES_DRUGS[(c["system"], c["code"])]
+            for c in codings
+            if (c["system"], c["code"]) in codes.HERPES_DRUGS
+        ),
+        None,
+    )
+    if drug is None:
+        match = codes.HERPES_TEXT.search(text)
+        drug = match.group(1).lower().replace("acyclovir", "aciclovir") if match else None
+    if drug is None:
+        return FhirIssue(
+            "informational",
+            "not stored: not a herpes prophylaxis drug",
+            f"{place}.medicationCodeableConcept",
+            "information",
+        )
+    if resource.status in ("entered-in-error", "not-taken", "intended"):
+        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    period = resource.effectivePeriod
+    if period is None or period.start is None:
+        if resource.effectiveDateTime is None:
+            raise FhirInputError(
+                [FhirIssue("required", "effectivePeriod.start is required", f"{place}.effectivePeriod")]
+            )
+        start, stop = _day(resource.effectiveDateTime, f"{place}.effectiveDateTime"), None
+    else:
+        start = _day(period.start, f"{place}.effectivePeriod.start")
+        stop = _day(period.end, f"{place}.effectivePeriod.end") if period.end else None
+    record = {"kind": "herpes", "drug": drug, "start": start.isoformat(), "stop": stop.isoformat() if stop else None}
+    return "prophylaxis", _record(ProphylaxisRecord, record, place, {"stop": "effectivePeriod.end"})
+
+
+def read_procedure(resource: Any, place: str) -> tuple[str, dict[str, Any]] | FhirIssue:
+    if resource.status != "completed":
+        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    day, _ = _effective(resource, place, "performedDateTime", "performedPeriod")
+    codings = _codings(resource.code)
+    kind = next((c["code"] for c in codings if c["system"] == codes.CS_EXAM), None) or _text(resource.code)
+    if not kind:
+        raise FhirInputError([FhirIssue("required", "code (which exam) is required", f"{place}.code")])
+    record: dict[str, Any] = {"type": kind, "date": day.isoformat()}
+    if resource.outcome is not None and _text(resource.outcome):
+        record["result"] = _text(resource.outcome)
+    return "exams", _record(Exam, record, place, {"type": "code", "result": "outcome"})
+
+
+def read_request(resource: Any, place: str) -> tuple[str, dict[str, Any]] | FhirIssue:
+    """A planned alemtuzumab course: a MedicationRequest whose timing bounds start the course."""
+    concept = resource.medicationCodeableConcept
+    if not (codes.coded(_codings(concept), codes.ALEMTUZUMAB_CODES) or codes.ALEMTUZUMAB_TEXT.search(_text(concept))):
+        return FhirIssue(
+            "informational", "not stored: not an alemtuzumab order", f"{place}.medicationCodeableConcept", "information"
+        )
+    if resource.status not in ("active", "draft", "on-hold"):
+        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    return "planned", {"planned_course_start": planned_start(resource, place).isoformat()}
+
+
+def planned_start(resource: Any, place: str) -> dt.date:
+    """When an alemtuzumab order would start: its timing's bounds, its first event, or when it was written."""
+    for n, dosage in enumerate(resource.dosageInstruction or []):
+        timing = dosage.timing
+        where = f"{place}.dosageInstruction[{n}].timing"
+        if timing is None:
+            continue
+        if timing.repeat is not None and timing.repeat.boundsPeriod is not None and timing.repeat.boundsPeriod.start:
+            return _day(timing.repeat.boundsPeriod.start, f"{where}.repeat.boundsPeriod.start")
+        if timing.event:
+            return _day(timing.event[0], f"{where}.event[0]")
+    if resource.authoredOn is not None:
+        return _day(resource.authoredOn, f"{place}.authoredOn")
+    raise FhirInputError(
+        [
+            FhirIssue(
+                "required",
+                "dosageInstruction[0].timing.repeat.boundsPeriod.start (the course start) is required",
+                place,
+            )
+        ]
+    )
+
+
+READERS = {
+    "Observation": read_observation,
+    "MedicationAdministration": read_administration,
+    "Immunization": read_immunization,
+    "MedicationStatement": read_statement,
+    "Procedure": read_procedure,
+    "MedicationRequest": read_request,
+}
+
+
+def subject_of(resource: Any, place: str) -> str:
+    name = "patient" if resource.get_resource_type() in ("Immunization",) else "subject"
+    return reference_id(getattr(resource, name), f"{place}.{name}")
+
+
+def apply(
+    update: PatientUpdate, resource: Any, place: str, protocol: Protocol
+) -> tuple[str, dict[str, Any]] | FhirIssue:
+    """Read one non-Patient resource into the patient's update: (record kind, record), or an
+    informational issue saying why nothing is stored."""
+    reader = READERS[resource.get_resource_type()]
+    result = reader(resource, place, protocol) if reader is read_observation else reader(resource, place)  # type: ignore[operator]
+    if isinstance(result, FhirIssue):
+        return result
+    kind, record = result
+    if kind == "premedication":
+        update.premedication_days.setdefault(dt.date.fromisoformat(record["date"]), place)
+        note = f"recorded as the corticosteroid premedication of the alemtuzumab infusion on {record['date']}"
+        return FhirIssue("informational", note, place, "information")
+    if kind == "planned":
+        update.attributes.update(record)
+    else:
+        update.add(kind, record, place)
+    return kind, record
+
+
+def merge(current: dict[str, Any] | None, update: PatientUpdate) -> dict[str, Any]:
+    """The patient file after the update: attributes replaced where said, records added, a
+    corticosteroid given on an infusion day marking that infusion premedicated."""
+    data: dict[str, Any] = dict(current) if current else {"id": update.patient_id}
+    data.update(update.attributes)
+    for kind in RECORD_KINDS:
+        data[kind] = [*(data.get(kind) or []), *update.records[kind]]
+    if update.premedication_days:
+        infusions = {}
+        for infusion in data["infusions"]:
+            infusions[infusion["date"]] = infusion  # a later record for the same day replaces the stored one
+        for day, place in update.premedication_days.items():
+            infusion = infusions.get(day.isoformat())
+            if infusion is None:
+                raise FhirInputError(
+                    [
+                        FhirIssue(
+                            "business-rule", f"a premedication on {day} with no alemtuzumab infusion that day", place
+                        )
+                    ]
+                )
+            infusion["premedication"] = True
+        data["infusions"] = list(infusions.values())
+    else:
+        data["infusions"] = list({i["date"]: i for i in data["infusions"]}.values())
+    return data
+
+
+def locate(error: PatientFileError, current: dict[str, Any] | None, update: PatientUpdate) -> FhirIssue:
+    """Point a patient-file error (`labs[7].value`) at the resource it came from."""
+    match = re.match(r"^(\w+)\[(\d+)\](.*)$", error.field)
+    if match and match.group(1) in RECORD_KINDS:
+        kind, n = match.group(1), int(match.group(2))
+        offset = len((current or {}).get(kind) or [])
+        if n >= offset and n - offset < len(update.origins[kind]):
+            return FhirIssue(
+                "business-rule",
+                f"{error.field.split(']', 1)[-1].lstrip('.') or kind}: {error.problem}",
+                update.origins[kind][n - offset],
+            )
+    where = update.patient_place or f"Patient/{update.patient_id}"
+    return FhirIssue("business-rule", f"{error.field}: {error.problem}", where)
+
+
+def ids(resources: Iterable[Any]) -> list[str]:
+    return [r.id for r in resources if getattr(r, "id", None)]
