@@ -446,6 +446,58 @@ def import_command(
         raise typer.Exit(2)
 
 
+@app.command("import-fhir")
+def import_fhir_command(
+    files: Annotated[
+        list[Path], typer.Argument(help="FHIR R4 resources: bulk-data NDJSON files (one resource a line) or Bundles.")
+    ],
+    sweep_after: Annotated[
+        bool, typer.Option("--sweep/--no-sweep", help="Assess the imported patients afterwards.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import FHIR resources (Patient, Observation, MedicationAdministration, MedicationRequest,
+    MedicationStatement, Immunization, Procedure); Patients first; bad resources are reported
+    with their file and line, the rest go in."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alemwatch.protocol.load import load_protocol
+    from alemwatch.registry.fhir_store import import_fhir
+
+    url = _database_url()
+    _require_migrated(url)
+    for file in files:
+        if not file.exists():
+            fail(str(file), "no such file")
+    protocol = load_protocol(_jurisdiction())
+    columns = (TextColumn("importing FHIR"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=as_json, transient=False) as progress:
+        task = progress.add_task("import", total=None)
+        try:
+            report = import_fhir(
+                files, url, protocol, on_progress=lambda done, total: progress.update(task, completed=done, total=total)
+            )
+        except UnicodeDecodeError:
+            fail(", ".join(map(str, files)), "is not UTF-8 text")
+    swept = _sweep(url, protocol, dt.date.today(), False, quiet=True) if sweep_after and report.resources else None
+    document = {
+        "patients": report.patients,
+        "resources": report.resources,
+        "skipped": report.skipped,
+        "errors": report.errors,
+        "sweep": swept.to_json() if swept else None,
+    }
+    if as_json:
+        _print_json(document)
+    else:
+        skipped = f"{report.skipped} not about alemtuzumab"
+        print(f"imported {report.resources} resources ({report.patients} new patients, {skipped})")
+        for error in report.errors:
+            sys.stderr.write(f"rejected: {error}\n")
+    if report.errors and not report.resources:
+        raise typer.Exit(2)
+
+
 def _jurisdiction() -> str:
     from alemwatch.settings import get_settings
 

@@ -342,7 +342,7 @@ def import_fhir(
     url: str,
     protocol: Protocol,
     chunk: int = 2000,
-    on_progress: Callable[[int], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> FhirImportReport:
     """Import bulk-data NDJSON (or Bundle) files: Patients first, then everything else in
     chunks; each patient's resources of a chunk are stored together or not at all, a bad
@@ -353,7 +353,7 @@ def import_fhir(
         part = patients_first[start : start + chunk]
         _import_chunk(part, url, protocol, report)
         if on_progress:
-            on_progress(min(start + chunk, len(patients_first)))
+            on_progress(min(start + chunk, len(patients_first)), len(patients_first))
     return report
 
 
@@ -366,27 +366,21 @@ def _import_chunk(part: list[tuple[str, int, Any]], url: str, protocol: Protocol
     where: list[str] = []
     for name, line, value in part:
         if isinstance(value, FhirInputError):
-            report.errors.append(f"{name} line {line}: {value}")
+            report.errors.append(f"{name} line {line}: {value.issues[0].diagnostics}")
         else:
             good.append(value)
             where.append(f"{name} line {line}")
     parsed = read_entries(good, protocol, bundle=False)
-    bad_patients: set[str] = set()
 
     def label(issue: FhirIssue) -> str:
         head, _, rest = issue.expression.partition(".")
         index = int(head.removeprefix("line ")) - 1 if head.startswith("line ") else None
         return f"{where[index]}{'.' + rest if rest else ''}" if index is not None else issue.expression
 
-    for issue in parsed.errors:
-        report.errors.append(f"{label(issue)}: {issue.diagnostics}")
-        index = int(issue.expression.partition(".")[0].removeprefix("line ")) - 1
-        if parsed.entries[index : index + 1] and parsed.entries[index][0]:
-            bad_patients.add(parsed.entries[index][0])
+    # A bad resource is rejected alone (reported with its file, line and element); the rest go in.
+    report.errors += [f"{label(issue)}: {issue.diagnostics}" for issue in parsed.errors]
     report.skipped += len(parsed.skipped)
     for pid, update in parsed.updates.items():
-        if pid in bad_patients:
-            continue
         try:
             with transaction(url) as session:
                 is_new = pid in parsed.new_patients and session.get(m.Patient, pid) is None
