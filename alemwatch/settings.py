@@ -25,12 +25,19 @@ class Settings(BaseSettings):
     login_window_seconds: int = Field(default=300, gt=0)
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
     audit_reads: bool = True
+    cds_fhir_servers: list[str] = Field(
+        default_factory=list,
+        description="FHIR base URLs the CDS Hooks service may fetch from (fhirServer); empty: any (development only).",
+    )
+    cds_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.environment == "production":
             if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
                 raise ValueError("ALEMWATCH_SECRET_KEY must be set to 32+ random characters in production")
+            if not self.cds_fhir_servers:
+                raise ValueError("ALEMWATCH_CDS_FHIR_SERVERS must list the EHR FHIR servers in production")
             if not self.cookie_secure:
                 raise ValueError("ALEMWATCH_COOKIE_SECURE must be true in production (HTTPS only)")
         return self

@@ -153,6 +153,21 @@ BODIES: dict[str, Body] = {
     "fhir_everything": None,
     "fhir_read": None,
     "fhir_search": None,
+    # CDS Hooks (path: service_id the patient-view service)
+    "cds_discovery": None,
+    "cds_service": lambda p: {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": OWN},
+        "prefetch": {
+            key: {"resourceType": "Bundle", "type": "searchset", "entry": []}
+            for key in ("observations", "administrations", "requests", "statements", "immunizations", "procedures")
+        }
+        | {"patient": {"resourceType": "Patient", "id": OWN}},
+    },
+    "cds_feedback": lambda p: {
+        "feedback": [{"card": "card-1", "outcome": "accepted", "outcomeTimestamp": "2026-01-05T10:00:00Z"}]
+    },
 }
 
 
@@ -268,6 +283,7 @@ def build_request(registry: Registry, endpoint: Endpoint, role: str) -> Call:
         "kind": "labs",
         "resource_type": "Patient",
         "resource_id": patient,
+        "service_id": "alemwatch-patient-view",
     }
     unknown = [name for name in endpoint.path_params if name not in values]
     if unknown:

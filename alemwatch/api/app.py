@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from alemwatch import __version__
-from alemwatch.api import fhir
+from alemwatch.api import cds, fhir
 from alemwatch.api.deps import authorize
 from alemwatch.api.guard import RequestGuard
 from alemwatch.api.routes import router
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     app.include_router(fhir.router)
+    app.include_router(cds.router)
     app.include_router(web_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _install_error_handlers(app)

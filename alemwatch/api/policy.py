@@ -52,6 +52,10 @@ POLICY: dict[str, Rule] = {
     "fhir_everything": Rule(CARE),
     "fhir_read": Rule(CARE),
     "fhir_search": Rule(CARE),
+    # CDS Hooks (alemwatch.api.cds): discovery is open; the EHR calls with a care-team token
+    "cds_discovery": Rule(public=True),
+    "cds_service": Rule(CARE),
+    "cds_feedback": Rule(CARE),
     # web pages (alemwatch.web): the same rules as the API routes they mirror
     "web_login_form": Rule(public=True),
     "web_login": Rule(public=True),

@@ -9,6 +9,7 @@ are kept beside the normalised ones.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -174,6 +175,12 @@ class Patient(Record):
         return infusions
 
 
+@functools.lru_cache(maxsize=1024)
+def _unit_factors(units: tuple[tuple[str, float], ...]) -> dict[str, float]:
+    """An analyte's units by their normalised spelling (the same few tuples, over and over)."""
+    return {_unit_key(u): f for u, f in units}
+
+
 def _unit_key(unit: str) -> str:
     return unit.strip().replace("µ", "u").replace("μ", "u").replace(" ", "").lower()
 
@@ -190,8 +197,7 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
     unit = data.get("unit")
     if not isinstance(unit, str):
         raise ValueError("unit: must be a UCUM unit string")
-    factors = {_unit_key(u): f for u, f in spec.units.items()}
-    factor = factors.get(_unit_key(unit))
+    factor = _unit_factors(tuple(spec.units.items())).get(_unit_key(unit))
     if factor is None:
         raise ValueError(f"unit: {unit!r} is not a unit of {spec.name}; use one of {', '.join(spec.units)}")
     out = dict(data)

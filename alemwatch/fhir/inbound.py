@@ -106,6 +106,44 @@ def validate_resource(data: Any, place: str) -> Any:
         raise FhirInputError([_pydantic_issue(err, place) for err in exc.errors(include_url=False)][:20]) from None
 
 
+class Raw:
+    """A resource as it came, read with the attribute names of fhir.resources' models (for
+    reading an EHR's prefetch data fast, where nothing is stored: every element the readers
+    use is still checked, by `read_raw`, but the rest of the resource is not)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        value = self._data.get(name)
+        if isinstance(value, dict):
+            return Raw(value)
+        if isinstance(value, list):
+            return [Raw(v) if isinstance(v, dict) else v for v in value]
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_data":
+            object.__setattr__(self, name, value)
+        else:
+            self._data[name] = value
+
+    def get_resource_type(self) -> Any:
+        return self._data.get("resourceType")
+
+
+def read_raw(data: Any, place: str) -> Any:
+    """A resource to read without full validation (see `Raw`); its type must be one we read."""
+    if not isinstance(data, dict):
+        raise FhirInputError([FhirIssue("structure", "must be a JSON object (a FHIR resource)", place)])
+    if data.get("resourceType") not in SUPPORTED:
+        got = data.get("resourceType")
+        raise FhirInputError([FhirIssue("not-supported", f"resourceType {got!r} is not read", f"{place}.resourceType")])
+    return Raw(data)
+
+
 def _pydantic_issue(err: Any, place: str) -> FhirIssue:
     path = place
     for part in err["loc"]:
@@ -282,6 +320,8 @@ def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str
 
 
 def _number(value: Any) -> int | float:
+    if isinstance(value, bool | str):
+        raise ValueError(f"must be a number, got {value!r}")
     number = float(value)
     return int(number) if number.is_integer() and abs(number) < 2**53 else number
 
@@ -458,7 +498,13 @@ def apply(
     """Read one non-Patient resource into the patient's update: (record kind, record), or an
     informational issue saying why nothing is stored."""
     reader = READERS[resource.get_resource_type()]
-    result = reader(resource, place, protocol) if reader is read_observation else reader(resource, place)  # type: ignore[operator]
+    try:
+        result = reader(resource, place, protocol) if reader is read_observation else reader(resource, place)  # type: ignore[operator]
+    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+        if isinstance(exc, FhirInputError):
+            raise
+        # Only an unvalidated (`Raw`) resource can get here: an element of the wrong shape.
+        raise FhirInputError([FhirIssue("structure", f"an element has the wrong type: {exc}", place)]) from None
     if isinstance(result, FhirIssue):
         return result
     kind, record = result

@@ -60,9 +60,12 @@ def _entry_request(entry: dict[str, Any], place: str) -> tuple[str, str]:
     return method, url
 
 
-def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True) -> Parsed:
+def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, validate: bool = True) -> Parsed:
     """Validate and read every entry (a Bundle's `entry` list, or bare resources when
-    `bundle` is false); problems are collected, not raised, so all are reported at once."""
+    `bundle` is false); problems are collected, not raised, so all are reported at once.
+    `validate=False` reads resources without fhir.resources (`inbound.Raw`): for an EHR's
+    data that is assessed and never stored."""
+    check = inbound.validate_resource if validate else inbound.read_raw
     parsed = Parsed()
     resources: list[tuple[int, str, Any]] = []
     local: dict[str, str] = {}  # fullUrl -> patient id
@@ -75,10 +78,10 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True) ->
                     raise FhirInputError([FhirIssue("structure", "must be an object", place)])
                 method, url = _entry_request(entry, place)
                 data = entry.get("resource")
-                resource = inbound.validate_resource(data, f"{place}.resource")
+                resource = check(data, f"{place}.resource")
                 _check_url(resource, method, url, place)
             else:
-                resource = inbound.validate_resource(entry, place)
+                resource = check(entry, place)
         except FhirInputError as exc:
             parsed.errors += exc.issues
             continue
