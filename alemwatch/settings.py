@@ -29,7 +29,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="FHIR base URLs the CDS Hooks service may fetch from (fhirServer); empty: any (development only).",
     )
-    cds_fetch_timeout_seconds: float = Field(default=10.0, gt=0)
+    cds_fetch_timeout_seconds: float = Field(default=10.0, gt=0, description="Calls to an EHR's FHIR or SMART server.")
+    smart_issuers: list[str] = Field(
+        default_factory=list, description="EHR FHIR base URLs (iss) allowed to launch alemwatch (SMART EHR launch)."
+    )
+    smart_client_id: str = Field(default="alemwatch", description="This app's client id at the EHRs.")
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -140,7 +140,42 @@ VALID_BODIES: dict[str, Body] = {
     "acknowledge_alert": lambda p: {"reason": "called the patient"},
     "resolve_alert": lambda p: {"reason": "seen by haematology"},
     "add_records": lambda p: [VALID_RECORDS.get(p["kind"], VALID_RECORDS["labs"])],
+    "fhir_transaction": lambda p: {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": _tsh_observation(), "request": {"method": "POST", "url": "Observation"}}],
+    },
+    "fhir_create": lambda p: _tsh_observation() if p.get("resource_type") == "Observation" else _fhir_patient(),
+    "fhir_update": lambda p: _fhir_patient(p.get("resource_id", "p-001")),
+    "cds_service": lambda p: {
+        "hook": "patient-view",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": "p-001"},
+        "prefetch": {"patient": _fhir_patient()}
+        | {key: {"resourceType": "Bundle", "type": "searchset", "entry": []} for key in CDS_SEARCHES},
+    },
+    "cds_feedback": lambda p: {
+        "feedback": [{"card": "card-1", "outcome": "accepted", "outcomeTimestamp": "2026-01-05T10:00:00Z"}]
+    },
 }
+CDS_SEARCHES = ("observations", "administrations", "requests", "statements", "immunizations", "procedures")
+
+
+def _tsh_observation() -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "3016-3"}]},
+        "subject": {"reference": "Patient/p-001"},
+        "effectiveDateTime": "2026-01-05",
+        "valueQuantity": {"value": 2.0, "unit": "m[IU]/L", "system": "http://unitsofmeasure.org", "code": "m[IU]/L"},
+    }
+
+
+def _fhir_patient(patient_id: str = "p-001") -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": patient_id, "gender": "female", "birthDate": "1985-03-02"}
+
+
 VALID_RECORDS: dict[str, dict[str, Any]] = {
     "labs": {"id": "lab-bad-input", "test": "platelets", "value": 180, "unit": "10*9/L", "date": "2026-01-05"},
     "exams": {"type": "skin", "date": "2026-01-05"},
@@ -256,6 +291,12 @@ def _value_cases(annotation: Any, metadata: tuple[Any, ...], in_query: bool) -> 
         return [("unknown-value", "bogus", False), ("sql", SQL, False)]
     if kind is bool:
         return [("text", "maybe", False)]
+    if kind is dt.datetime:
+        return [("word-time", "yesterday", False), ("number-time", 20250101, False)]
+    if kind is dict or typing.get_origin(kind) is dict or (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return [("list", ["x"], False), ("string", "x", False)]
+    if typing.get_origin(kind) is list:
+        return [("string", "x", False), ("object", {"x": 1}, False)]
     return None
 
 
@@ -273,6 +314,9 @@ PATH_VALUES: dict[str, list[tuple[str, str, int | None, str | None]]] = {
         ("nul", "a\x00", None, None),
     ],
     "kind": [("unknown", "bogus", 422, "kind"), ("sql", SQL, 422, "kind"), ("script", SCRIPT, None, None)],
+    "resource_type": [("unknown", "Banana", 404, "not"), ("sql", SQL, 404, "not"), ("nul", "Patient\x00", None, None)],
+    "resource_id": [("unknown", "p-404", 404, "not found"), ("sql", SQL, None, None), ("nul", "p\x00", None, None)],
+    "service_id": [("unknown", "bogus", 404, "no CDS service"), ("sql", SQL, 404, "no CDS service")],
 }
 
 
@@ -487,8 +531,80 @@ def form_cases(endpoint: Endpoint) -> list[Case]:
     return cases + oversize_cases(name)
 
 
+# Spoilt FHIR bodies: (label, path in the body, bad value, status, the OperationOutcome expression).
+_OBS = "entry.0.resource"
+FHIR_TRANSACTION_CASES: list[tuple[str, str, Any, int, str]] = [
+    ("not-a-bundle", "resourceType", "Patient", 422, "Bundle.resourceType"),
+    ("bundle-type", "type", "document", 422, "Bundle.type"),
+    ("entry-not-list", "entry", "x", 422, "Bundle.entry"),
+    ("entry-not-object", "entry.0", "x", 422, "Bundle.entry[0]"),
+    ("method-delete", "entry.0.request.method", "DELETE", 422, "Bundle.entry[0].request.method"),
+    ("request-missing", "entry.0.request", DELETE, 422, "Bundle.entry[0].request"),
+    ("url-other-type", "entry.0.request.url", "Patient", 422, "Bundle.entry[0].request.url"),
+    ("resource-type-unknown", f"{_OBS}.resourceType", "Banana", 422, "Bundle.entry[0].resource.resourceType"),
+    ("resource-not-object", _OBS, "x", 422, "Bundle.entry[0]"),
+    ("unknown-element", f"{_OBS}.colour", "red", 422, "Bundle.entry[0].resource.colour"),
+    ("status-missing", f"{_OBS}.status", DELETE, 422, "Bundle.entry[0].resource.status"),
+    ("unknown-loinc", f"{_OBS}.code.coding.0.code", "99999-9", 422, "Bundle.entry[0].resource.code"),
+    ("other-code-system", f"{_OBS}.code.coding.0.system", "http://example.org", 422, "Bundle.entry[0].resource.code"),
+    ("impossible-unit", f"{_OBS}.valueQuantity.code", "kg", 422, "Bundle.entry[0].resource.valueQuantity.code"),
+    (
+        "unit-system",
+        f"{_OBS}.valueQuantity.system",
+        "http://example.org",
+        422,
+        "Bundle.entry[0].resource.valueQuantity",
+    ),
+    ("value-text", f"{_OBS}.valueQuantity.value", "abc", 422, "Bundle.entry[0].resource.valueQuantity.value"),
+    ("value-negative", f"{_OBS}.valueQuantity.value", -5, 422, "Bundle.entry[0].resource.valueQuantity.value"),
+    ("value-missing", f"{_OBS}.valueQuantity", DELETE, 422, "Bundle.entry[0].resource.valueQuantity"),
+    ("date-impossible", f"{_OBS}.effectiveDateTime", "2025-13-40", 422, "Bundle.entry[0].resource.effectiveDateTime"),
+    ("date-missing", f"{_OBS}.effectiveDateTime", DELETE, 422, "Bundle.entry[0].resource"),
+    ("patient-missing", f"{_OBS}.subject.reference", "Patient/p-404", 404, "Bundle.entry[0].resource.subject"),
+    ("patient-sql", f"{_OBS}.subject.reference", f"Patient/{SQL}", 404, "Bundle.entry[0].resource.subject"),
+    ("subject-not-patient", f"{_OBS}.subject.reference", "Group/1", 422, "Bundle.entry[0].resource.subject"),
+    ("subject-missing", f"{_OBS}.subject", DELETE, 422, "Bundle.entry[0].resource.subject"),
+    ("local-reference-unknown", f"{_OBS}.subject.reference", "urn:uuid:9", 404, "Bundle.entry[0].resource.subject"),
+]
+FHIR_PATIENT_CASES: list[tuple[str, str, Any, int, str]] = [
+    ("gender-unknown", "gender", "robot", 422, "Patient.gender"),
+    ("birth-date-impossible", "birthDate", "2025-13-40", 422, "Patient.birthDate"),
+    ("unknown-element", "colour", "red", 422, "Patient.colour"),
+    ("resource-type-unknown", "resourceType", "Banana", 422, "Resource.resourceType"),
+    ("resource-type-other", "resourceType", "Observation", 422, "Resource.resourceType"),
+]
+FHIR_ROUTES = {"fhir_transaction", "fhir_create", "fhir_update"}
+FHIR_PATH = {"resource_type": "Patient", "resource_id": "p-001", "service_id": "alemwatch-patient-view"}
+
+
+def fhir_cases(endpoint: Endpoint) -> list[Case]:
+    """FHIR bodies: each answers an OperationOutcome whose expression names the element."""
+    name = endpoint.name
+    table = FHIR_TRANSACTION_CASES if name == "fhir_transaction" else FHIR_PATIENT_CASES
+    cases = [
+        Case(f"{name}-fhir-{label}", name, body=_spoil(path, value), status=status, field=expression)
+        for label, path, value, status, expression in table
+    ]
+    if name == "fhir_update":
+        cases.append(Case(f"{name}-fhir-other-id", name, body=_spoil("id", "p-002"), field="Patient.id"))
+    return cases + [
+        Case(
+            f"{name}-raw-malformed-json", name, raw=b'{"resourceType": "unfinished', status=400, detail="malformed JSON"
+        ),
+        Case(f"{name}-raw-not-json", name, raw=b"text=hello", status=None),
+        Case(f"{name}-raw-bad-utf8", name, raw=b'{"text": "\xff\xfe"}', status=None),
+        Case(f"{name}-raw-too-deep", name, raw=b"[" * 100_000 + b"]" * 100_000, status=None),
+        Case(f"{name}-raw-empty", name, body=NO_BODY, status=None),
+        Case(f"{name}-body-null", name, body=None, status=None),
+        Case(f"{name}-body-nul", name, body=_spoil("resourceType", "Bundle\x00"), status=422, field="resourceType"),
+        *oversize_cases(name),
+    ]
+
+
 def body_cases(endpoint: Endpoint) -> list[Case]:
     name = endpoint.name
+    if name in FHIR_ROUTES:
+        return fhir_cases(endpoint)
     if name in VALID_FORMS:
         return form_cases(endpoint)
     if not endpoint.body_params:
@@ -700,7 +816,7 @@ def role_for(route: str) -> str | None:
 
 def send(registry: Registry, case: Case) -> Any:
     endpoint = ENDPOINTS[case.route]
-    values = {"patient_id": "p-001", "alert_id": registry.alert_id, "kind": "labs", **case.path}
+    values = {"patient_id": "p-001", "alert_id": registry.alert_id, "kind": "labs", **FHIR_PATH, **case.path}
     params = {p.name: values[p.name] for p in endpoint.path_params}
     path = endpoint.path.format(**{k: quote(v, safe="") for k, v in params.items()})
     role = role_for(case.route)
@@ -727,8 +843,12 @@ def send(registry: Registry, case: Case) -> Any:
 
 
 def names(response: Any, wanted: str) -> bool:
-    """Whether the answer names the field: a FastAPI error's `loc`/`field`, or a patient file's `field`."""
-    detail = response.json().get("detail")
+    """Whether the answer names the field: a FastAPI error's `loc`/`field`, a patient file's `field`,
+    or an OperationOutcome issue's `expression` (FHIR)."""
+    body = response.json()
+    if body.get("resourceType") == "OperationOutcome":
+        return any(e == wanted or e.startswith(wanted + ".") for i in body["issue"] for e in i.get("expression", []))
+    detail = body.get("detail")
     if not isinstance(detail, list):
         return False
     for error in detail:

@@ -141,6 +141,8 @@ BODIES: dict[str, Body] = {
     "web_portal": None,
     "web_portal_report": lambda p: Form(text="tired today", date=RECENT),
     "web_knowledge": None,
+    "web_smart_launch": None,
+    "web_smart_callback": None,
     # FHIR (path: resource_type Patient, resource_id the record)
     "fhir_metadata": None,
     "fhir_transaction": lambda p: {

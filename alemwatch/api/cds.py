@@ -30,7 +30,8 @@ MAX_PAGES = 20  # per prefetch search on the EHR's server
 
 
 class FhirAuthorization(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")  # the specification's names, and `extension`
+    extension: dict[str, Any] | None = None
     access_token: str = Field(min_length=1, max_length=10_000)
     token_type: Literal["Bearer"]
     expires_in: int
@@ -40,7 +41,8 @@ class FhirAuthorization(BaseModel):
 
 
 class HookRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")  # the specification's names, and `extension`
+    extension: dict[str, Any] | None = None
     hook: str = Field(min_length=1, max_length=100)
     hookInstance: str = Field(min_length=1, max_length=100)  # noqa: N815 - the specification's name
     fhirServer: str | None = Field(default=None, max_length=2000, pattern=r"^https?://")  # noqa: N815
@@ -50,20 +52,23 @@ class HookRequest(BaseModel):
 
 
 class Coding(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")  # the specification's names, and `extension`
+    extension: dict[str, Any] | None = None
     code: str = Field(min_length=1, max_length=200)
     system: str | None = Field(default=None, max_length=500)
     display: str | None = Field(default=None, max_length=500)
 
 
 class OverrideReason(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")  # the specification's names, and `extension`
+    extension: dict[str, Any] | None = None
     reason: Coding | None = None
     userComment: str | None = Field(default=None, max_length=2000)  # noqa: N815
 
 
 class Feedback(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")  # the specification's names, and `extension`
+    extension: dict[str, Any] | None = None
     card: str = Field(min_length=1, max_length=200)
     outcome: Literal["accepted", "overridden"]
     acceptedSuggestions: list[dict[str, Any]] = Field(default_factory=list, max_length=100)  # noqa: N815
@@ -72,7 +77,8 @@ class Feedback(BaseModel):
 
 
 class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")  # the specification's names, and `extension`
+    extension: dict[str, Any] | None = None
     feedback: list[Feedback] = Field(min_length=1, max_length=100)
 
 

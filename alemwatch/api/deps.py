@@ -81,8 +81,13 @@ def deny(request: Request, session: Session, actor: Actor | None, status: int, m
     return HTTPException(status_code=status, detail=message)
 
 
-async def authorize(request: Request, session: SessionDep, settings: SettingsDep) -> Actor | None:
-    """Apply the route's access rule: role, own-record scope for patients, CSRF for cookies."""
+async def authorize(request: Request, settings: SettingsDep) -> Actor | None:
+    """Apply the route's access rule: role, own-record scope for patients, CSRF for cookies.
+
+    It runs in a short transaction of its own, before the route's: the route's session then
+    touches the database only when the route does (on SQLite a transaction holds the write
+    lock, and a route that calls out, such as a CDS service fetching from a FHIR server that
+    may be this very server, must not hold it meanwhile)."""
     route = request.scope.get("route")
     rule = POLICY.get(getattr(route, "name", ""))
     form_token = None
@@ -92,9 +97,14 @@ async def authorize(request: Request, session: SessionDep, settings: SettingsDep
         form_token = (await request.form()).get("csrf_token")
     # The database work runs in the thread pool: a blocking call here (SQLite waiting for its
     # write lock) must never stall the event loop that the lock holder needs to finish.
-    actor = await run_in_threadpool(_decide, request, session, rule, form_token)
+    actor = await run_in_threadpool(_decide_alone, request, settings, rule, form_token)
     request.state.actor = actor
     return actor
+
+
+def _decide_alone(request: Request, settings: Settings, rule: Rule | None, form_token: object) -> Actor | None:
+    with session_factory(settings.database_url).begin() as session:
+        return _decide(request, session, rule, form_token)
 
 
 def _decide(request: Request, session: Session, rule: Rule | None, form_token: object) -> Actor | None:

@@ -63,6 +63,7 @@ def metadata(request: Request) -> FhirResponse:
         entry: dict[str, Any] = {
             "type": kind,
             "interaction": [{"code": i} for i in interactions],
+            "updateCreate": kind != "Patient",
             "searchParam": [{"name": n, "type": t} for n, t in searches.get(kind, default)],
         }
         if kind == "Patient":
@@ -140,7 +141,27 @@ def _single(
         "type": "transaction",
         "entry": [{"resource": resource, "request": {"method": method, "url": url}}],
     }
-    response, written = fhir_store.transaction_bundle(session, bundle, protocol, actor.label, dt.date.today())
+    kind = resource.get("resourceType") if isinstance(resource, dict) else None
+    name = kind if kind in SUPPORTED else "Resource"
+    if kind in SUPPORTED and kind != url.split("/")[0]:
+        raise _problem(
+            "invalid", f"{url.split('/')[0]} takes a {url.split('/')[0]}, got a {kind}", "Resource.resourceType", 422
+        )
+    try:
+        response, written = fhir_store.transaction_bundle(session, bundle, protocol, actor.label, dt.date.today())
+    except FhirInputError as exc:  # name the element in the resource sent, not in the Bundle made of it
+        issues = [
+            FhirIssue(
+                i.code,
+                i.diagnostics,
+                i.expression.replace("Bundle.entry[0].resource", name).replace(
+                    "Bundle.entry[0].request.url", f"{name}.id"
+                ),
+                i.severity,
+            )
+            for i in exc.issues
+        ]
+        raise FhirInputError(issues, exc.status) from None
     entry = response["entry"][0]["response"]
     audit.record(session, actor, "create", f"/fhir/{url}", written[0] if written else None, ip=client_ip(request))
     if "location" not in entry:  # stored nothing: not about alemtuzumab (the outcome says why)
@@ -175,6 +196,9 @@ def update(
     request: Request,
 ) -> FhirResponse:
     _writable(resource_type)
+    if resource_type == "Patient" and session.get(m.Patient, resource_id) is None:
+        # No update-as-create for patients (a mistyped id must not start a new record): POST creates.
+        raise _problem("not-found", f"Patient/{resource_id} not found; create it with POST", "Patient.id", 404)
     return _single(session, protocol, actor, request, resource, "PUT", f"{resource_type}/{resource_id}")
 
 
@@ -243,7 +267,7 @@ def _read(session: Session, protocol: Protocol, kind: str, resource_id: str) -> 
     for resource in _of_type(session, protocol, patient_id, kind) or []:
         if resource["id"] == resource_id:
             return resource
-    raise _problem("not-found", f"{kind}/{resource_id} is not known", f"{kind}/{resource_id}", 404)
+    raise _problem("not-found", f"{kind}/{resource_id} not found", f"{kind}/{resource_id}", 404)
 
 
 @router.get("/Patient/{patient_id}/$everything", name="fhir_everything")
@@ -253,7 +277,7 @@ def everything(
     """The whole record of one patient, with what the engine concludes, as a searchset Bundle."""
     resources = patient_resources(session, protocol, patient_id)
     if resources is None:
-        raise _problem("not-found", f"Patient/{patient_id} is not known", f"Patient/{patient_id}", 404)
+        raise _problem("not-found", f"Patient/{patient_id} not found", f"Patient/{patient_id}", 404)
     audit.record(session, actor, "read", "/fhir/Patient/$everything", patient_id, ip=client_ip(request))
     return FhirResponse(_searchset(request, resources, len(resources)))
 

@@ -23,12 +23,13 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
+        fhir = scope["path"] == "/fhir" or scope["path"].startswith("/fhir/")
         if any(mark in raw_path for mark in NUL_MARKS):
-            await _answer(send, 422, "a NUL character is not allowed in the address", "path")
+            await _answer(send, 422, "a NUL character is not allowed in the address", "path", fhir)
             return
         query = scope.get("query_string", b"")
         if any(mark in query for mark in NUL_MARKS):
-            await _answer(send, 422, "a NUL character is not allowed", _form_field(query))
+            await _answer(send, 422, "a NUL character is not allowed", _form_field(query), fhir)
             return
         body = bytearray()
         more = True
@@ -40,16 +41,16 @@ class RequestGuard:
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
                 refusal = f"body larger than {self.max_bytes} bytes"
-                if scope["path"] == "/fhir" or scope["path"].startswith("/fhir/"):
+                if fhir:
                     await _answer_outcome(send, 413, "too-costly", refusal)
                 else:
                     await _answer(send, 413, refusal)
                 return
         if _is_form(scope) and any(mark in body for mark in NUL_MARKS):
-            await _answer(send, 422, "a NUL character is not allowed", _form_field(bytes(body)))
+            await _answer(send, 422, "a NUL character is not allowed", _form_field(bytes(body)), fhir)
             return
         if any(mark in body for mark in NUL_MARKS[:2]):
-            await _answer(send, 422, "a NUL character is not allowed", _json_field(bytes(body)))
+            await _answer(send, 422, "a NUL character is not allowed", _json_field(bytes(body)), fhir)
             return
         replayed = False
 
@@ -99,7 +100,10 @@ def _json_field(body: bytes) -> str:
     return find(document, "") or "body"
 
 
-async def _answer(send: Send, status: int, detail: str, field: str | None = None) -> None:
+async def _answer(send: Send, status: int, detail: str, field: str | None = None, fhir: bool = False) -> None:
+    if fhir:
+        await _answer_outcome(send, status, "invalid", f"{field}: {detail}" if field else detail, field or "Bundle")
+        return
     content: Any = (
         {"detail": [{"loc": field.split("."), "field": field, "msg": detail}]} if field else {"detail": detail}
     )
@@ -108,9 +112,9 @@ async def _answer(send: Send, status: int, detail: str, field: str | None = None
     await send({"type": "http.response.body", "body": payload})
 
 
-async def _answer_outcome(send: Send, status: int, code: str, detail: str) -> None:
+async def _answer_outcome(send: Send, status: int, code: str, detail: str, where: str = "Bundle") -> None:
     """The same refusal on the FHIR endpoint, as an OperationOutcome."""
-    issue = {"severity": "error", "code": code, "diagnostics": detail, "expression": ["Bundle"]}
+    issue = {"severity": "error", "code": code, "diagnostics": detail, "expression": [where]}
     payload = json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}).encode()
     headers = [(b"content-type", b"application/fhir+json")]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -82,4 +82,6 @@ POLICY: dict[str, Rule] = {
     "web_portal": Rule(frozenset({"patient"})),
     "web_portal_report": Rule(frozenset({"patient"})),
     "web_knowledge": Rule(EVERYONE),
+    "web_smart_launch": Rule(CARE),  # SMART on FHIR EHR launch (alemwatch.web.smart)
+    "web_smart_callback": Rule(CARE),
 }

@@ -245,7 +245,7 @@ def order_cards(result: dict[str, Any], protocol: Protocol, patient_id: str, unr
     course = plan.get("course_number")
     start = plan.get("planned_course_start")
     cards = []
-    blocking = [r for r in reasons if r.get("level") == "contraindicated"]
+    blocking = [r for r in reasons if r.get("level") == "contraindication"]
     if plan["status"] == "contraindicated":
         lines = "\n".join(f"- {r['message']} (`{r['rule']}`)" for r in blocking)
         cards.append(
@@ -290,6 +290,12 @@ def order_cards(result: dict[str, Any], protocol: Protocol, patient_id: str, unr
                 source,
                 **more,
             )
+        )
+    cautions = [r for r in reasons if r.get("level") == "caution"]
+    if cautions:
+        lines = "\n".join(f"- {r['message']} (`{r['rule']}`)" for r in cautions)
+        cards.append(
+            _card(f"Caution before alemtuzumab course {course}: {cautions[0]['message']}", "warning", lines, source)
         )
     if plan["status"] == "eligible":
         valid = [b["valid_until"] for b in plan.get("baseline") or [] if b.get("valid_until")]

@@ -290,8 +290,11 @@ def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str
         raise FhirInputError([FhirIssue("required", "a UCUM unit code is required", f"{place}.valueQuantity.code")])
     day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
     record: dict[str, Any] = {"test": analyte, "value": _number(quantity.value), "unit": unit, "date": day.isoformat()}
-    if resource.id:
-        record["id"] = resource.id
+    # Our own export names the stored result in its identifier (its resource id may be hashed):
+    # that id comes back, so a re-sent export stores nothing twice.
+    own = next((i.value for i in resource.identifier or [] if i.system == codes.LAB_ID_SYSTEM and i.value), None)
+    if own or resource.id:
+        record["id"] = own or resource.id
     for n, ref in enumerate(resource.referenceRange or []):
         if ref.low is not None and ref.low.value is not None:
             record["ref_low"] = _number(ref.low.value)
@@ -526,24 +529,19 @@ def merge(current: dict[str, Any] | None, update: PatientUpdate) -> dict[str, An
     data.update(update.attributes)
     for kind in RECORD_KINDS:
         data[kind] = [*(data.get(kind) or []), *update.records[kind]]
-    if update.premedication_days:
-        infusions = {}
-        for infusion in data["infusions"]:
-            infusions[infusion["date"]] = infusion  # a later record for the same day replaces the stored one
-        for day, place in update.premedication_days.items():
-            infusion = infusions.get(day.isoformat())
-            if infusion is None:
-                raise FhirInputError(
-                    [
-                        FhirIssue(
-                            "business-rule", f"a premedication on {day} with no alemtuzumab infusion that day", place
-                        )
-                    ]
-                )
-            infusion["premedication"] = True
-        data["infusions"] = list(infusions.values())
-    else:
-        data["infusions"] = list({i["date"]: i for i in data["infusions"]}.values())
+    infusions: dict[str, dict[str, Any]] = {}
+    for infusion in data["infusions"]:
+        # A later record for the same day replaces what it says; what it does not say stays as
+        # stored (an EHR's alemtuzumab administration never says the premedication, sent apart).
+        infusions[infusion["date"]] = {**infusions.get(infusion["date"], {}), **infusion}
+    for day, place in update.premedication_days.items():
+        premedicated = infusions.get(day.isoformat())
+        if premedicated is None:
+            raise FhirInputError(
+                [FhirIssue("business-rule", f"a premedication on {day} with no alemtuzumab infusion that day", place)]
+            )
+        premedicated["premedication"] = True
+    data["infusions"] = list(infusions.values())
     return data
 
 
@@ -560,7 +558,15 @@ def locate(error: PatientFileError, current: dict[str, Any] | None, update: Pati
                 update.origins[kind][n - offset],
             )
     where = update.patient_place or f"Patient/{update.patient_id}"
-    return FhirIssue("business-rule", f"{error.field}: {error.problem}", where)
+    head = error.field.split(".")[0]
+    element = PATIENT_ELEMENTS.get(head)
+    if element and update.patient_place:
+        where = f"{where}.{element}"
+    return FhirIssue("value", f"{error.field}: {error.problem}", where)
+
+
+# The patient file's attributes and the Patient elements they are read from.
+PATIENT_ELEMENTS = {"sex": "gender", "birth_date": "birthDate", "screening": "extension", "id": "id"}
 
 
 def ids(resources: Iterable[Any]) -> list[str]:

@@ -19,12 +19,19 @@ TASK_STATUS = {"done": "completed", "due": "scheduled", "overdue": "scheduled", 
 
 
 def record_id(patient_id: str, record: str) -> str:
-    """The FHIR id of one record: `{patient}.{record}`, or a hash when that is not a FHIR id
-    (too long, or odd characters); hashed ids can be searched for but not read by id."""
+    """The FHIR id of one record: `{patient}.{record}`; when that is not a FHIR id (too long, or
+    odd characters) the record part is hashed, `{patient}.h-{hash}`, so that a read by id still
+    finds the patient (a server-assigned UUID patient id leaves no room for a content id). Only
+    a patient id that cannot lead an id (a dot, odd characters, too long) gives a whole hash,
+    which can be searched for but not read by id."""
     joined = f"{patient_id}.{record}"
     if "." not in patient_id and FHIR_ID.match(joined):
         return joined
-    return "h-" + hashlib.sha256(f"{patient_id}\0{record}".encode()).hexdigest()[:40]
+    digest = hashlib.sha256(f"{patient_id}\0{record}".encode()).hexdigest()
+    short = f"{patient_id}.h-{digest[:20]}"
+    if "." not in patient_id and FHIR_ID.match(short):
+        return short
+    return "h-" + digest[:40]
 
 
 def split_id(fhir_id: str) -> tuple[str, str] | None:

@@ -219,7 +219,7 @@ def transaction_bundle(
     kind = bundle.get("type")
     parsed = read_entries(entries, protocol)
     if kind == "transaction" and parsed.errors:
-        raise FhirInputError(parsed.errors)
+        raise FhirInputError(parsed.errors, 404 if all(i.code == "not-found" for i in parsed.errors) else 422)
     failed: dict[str, list[FhirIssue]] = {}
     if kind == "batch":
         for issue in parsed.errors:

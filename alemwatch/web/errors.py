@@ -40,7 +40,7 @@ def is_page_request(request: Request) -> bool:
 
 def page_for_error(request: Request, status: int, detail: str) -> Response:
     if status == 401:
-        target = login_url(request.url.path)
+        target = login_url(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         if request.headers.get("hx-request") == "true":
             return Response(status_code=401, headers={"HX-Redirect": target})
         return see_other(target)
