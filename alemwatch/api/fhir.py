@@ -196,6 +196,10 @@ def update(
     request: Request,
 ) -> FhirResponse:
     _writable(resource_type)
+    sent_id = resource.get("id") if isinstance(resource, dict) else None
+    if sent_id is not None and sent_id != resource_id:  # FHIR update: a mismatched id is a 400
+        message = f"the resource's id {sent_id!r} is not the id in the address ({resource_id})"
+        raise _problem("value", message, f"{resource_type}.id", 400)
     if resource_type == "Patient" and session.get(m.Patient, resource_id) is None:
         # No update-as-create for patients (a mistyped id must not start a new record): POST creates.
         raise _problem("not-found", f"Patient/{resource_id} not found; create it with POST", "Patient.id", 404)
@@ -338,6 +342,7 @@ def search(
         wanted = [_token(t) for t in params["code"].split(",")]
         found = [r for r in found if any(_has_code(r, system, code) for system, code in wanted)]
     for value in params.getlist("date"):
+        _date_matches({}, value)  # a malformed date is refused even when there is nothing to compare it with
         found = [r for r in found if _date_matches(r, value)]
     audit.record(
         session, actor, "read", f"/fhir/{resource_type}", patient_id, ip=client_ip(request), results=len(found)
@@ -406,7 +411,7 @@ def _searchset(
 ) -> dict[str, Any]:
     base = _base(request)
     links = [{"relation": "self", "url": str(request.url)}]
-    if offset + count < total:
+    if count and offset + count < total:  # _count=0 asks for the total only: no next page (it would be this one)
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "_offset"]
         query.append(("_offset", str(offset + count)))
         links.append({"relation": "next", "url": str(request.url.replace(query=urlencode(query)))})

@@ -144,6 +144,15 @@ def read_raw(data: Any, place: str) -> Any:
     return Raw(data)
 
 
+def set_id(resource: Any, value: str | None) -> None:
+    """Give a read resource another id without validating the assignment again (a validated
+    id is replaced by a shorter form of itself or by the request's: both already checked)."""
+    if isinstance(resource, Raw):
+        resource._data["id"] = value
+    else:
+        resource.__dict__["id"] = value
+
+
 def _pydantic_issue(err: Any, place: str) -> FhirIssue:
     path = place
     for part in err["loc"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Parsed:
     skipped: dict[int, FhirIssue] = field(default_factory=dict)
     errors: list[FhirIssue] = field(default_factory=list)
     new_patients: set[str] = field(default_factory=set)
+    failed_patients: dict[str, list[FhirIssue]] = field(default_factory=dict)  # a bad entry's patient: its issues
 
 
 def _entry_request(entry: dict[str, Any], place: str) -> tuple[str, str]:
@@ -105,7 +107,7 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             parsed.entries[n] = (pid, "Patient", pid)
         else:
             resources.append((n, rplace, resource))
-            parsed.entries[n] = ("", resource.get_resource_type(), resource.id)
+            parsed.entries[n] = (parsed.entries[n][0], resource.get_resource_type(), resource.id)
     for n, rplace, resource in resources:
         try:
             subject = inbound.subject_of(resource, rplace)
@@ -123,7 +125,7 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
                 subject = local[subject]
             update = parsed.updates.setdefault(subject, PatientUpdate(subject))
             if resource.id:
-                resource.id = outbound.local_id(subject, resource.id)
+                inbound.set_id(resource, outbound.local_id(subject, resource.id))
             read = inbound.apply(update, resource, rplace, protocol)
         except FhirInputError as exc:
             parsed.errors += exc.issues
@@ -135,6 +137,11 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
         kind, record = read
         stored_id = "planned-course" if kind == "planned" else repo.record_id(kind, record)
         parsed.entries[n] = (subject, resource.get_resource_type(), stored_id)
+    for issue in parsed.errors:  # whose entry failed: a batch then stores nothing of that patient
+        entry_number = re.match(r"^Bundle\.entry\[(\d+)\]", issue.expression)
+        subject = parsed.entries[int(entry_number.group(1))][0] if entry_number else ""
+        if subject:
+            parsed.failed_patients.setdefault(local.get(subject, subject), []).append(issue)
     return parsed
 
 
@@ -165,11 +172,11 @@ def _check_url(resource: Any, method: str, url: str, place: str) -> None:
             ]
         )
     if method == "PUT":
-        if len(parts) != 2 or (resource.id and resource.id != parts[1]):
+        if len(parts) != 2 or not inbound.FHIR_ID.match(parts[1]) or (resource.id and resource.id != parts[1]):
             raise FhirInputError(
                 [FhirIssue("value", "PUT needs request.url Type/id with the resource's own id", f"{place}.request.url")]
             )
-        resource.id = parts[1]
+        inbound.set_id(resource, parts[1])
 
 
 def store_update(session: Session, update: PatientUpdate, protocol: Protocol, is_new: bool) -> None:
@@ -199,15 +206,18 @@ def _refuse_changed_labs(current: dict[str, Any] | None, update: PatientUpdate) 
     stored = {lab.get("id"): lab for lab in (current or {}).get("labs") or []}
     for lab, place in zip(update.records["labs"], update.origins["labs"], strict=True):
         before = stored.get(lab.get("id"))
-        if before is not None and (before["date"], before["value"], before["unit"]) != (
-            lab["date"],
-            lab["value"],
-            lab["unit"],
-        ):
+        if before is not None and _lab_content(before) != _lab_content(lab):
             message = (
-                f"Observation {lab['id']} was stored before with another value or date; send a new id for a new result"
+                f"Observation {lab['id']} was stored or sent before with another value, date or reference range; "
+                "send a new id for a new result"
             )
             raise FhirInputError([FhirIssue("conflict", message, place)], status=409)
+        if lab.get("id"):
+            stored.setdefault(lab["id"], lab)  # the same id twice in one message must say the same
+
+
+def _lab_content(lab: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(lab.get(key) for key in ("date", "value", "unit", "ref_low", "ref_high"))
 
 
 def transaction_bundle(
@@ -229,6 +239,9 @@ def transaction_bundle(
         if kind == "transaction":
             store_update(session, update, protocol, pid in parsed.new_patients)
             written.append(pid)
+            continue
+        if pid in parsed.failed_patients:  # each patient's entries are stored together or not at all
+            failed.setdefault(f"patient:{pid}", parsed.failed_patients[pid])
             continue
         try:
             with session.begin_nested():
@@ -391,5 +404,5 @@ def _import_chunk(part: list[tuple[str, int, Any]], url: str, protocol: Protocol
         except FhirInputError as exc:
             report.errors += [f"{label(i)}: {i.diagnostics}" for i in exc.issues]
             continue
-        report.patients += pid in parsed.new_patients
+        report.patients += is_new  # new to the registry: a re-run stores (and counts) no patient twice
         report.resources += update.count + (pid in parsed.new_patients)
