@@ -179,7 +179,7 @@ def test_a_launch_without_a_session_goes_through_the_login_page_and_back(client:
 def test_an_ehr_not_listed_may_not_launch(client: TestClient, ehr: FakeEhr) -> None:
     _login(client)
     response = _launch(client, ehr, iss="http://127.0.0.1:9/fhir")
-    assert response.status_code == 403
+    assert response.status_code == 422 and "may not launch" in response.text
     assert not ehr.codes
 
 
@@ -189,9 +189,9 @@ def test_a_forged_or_replayed_state_is_refused(client: TestClient, ehr: FakeEhr)
     back = httpx.get(authorize, follow_redirects=False)
     callback = urlparse(back.headers["location"])
     forged = {k: v[0] for k, v in parse_qs(callback.query).items()} | {"state": "not-the-state"}
-    assert client.get(f"/smart/callback?{urlencode(forged)}", headers=HTML).status_code == 400
+    assert client.get(f"/smart/callback?{urlencode(forged)}", headers=HTML).status_code == 422
     client.cookies.delete("alemwatch_smart")
-    assert client.get(f"{callback.path}?{callback.query}", headers=HTML).status_code == 400
+    assert client.get(f"{callback.path}?{callback.query}", headers=HTML).status_code == 422
 
 
 def test_a_patient_the_registry_does_not_follow_is_a_404_page(client: TestClient, ehr: FakeEhr) -> None:

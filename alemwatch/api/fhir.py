@@ -196,10 +196,6 @@ def update(
     request: Request,
 ) -> FhirResponse:
     _writable(resource_type)
-    sent_id = resource.get("id") if isinstance(resource, dict) else None
-    if sent_id is not None and sent_id != resource_id:  # FHIR update: a mismatched id is a 400
-        message = f"the resource's id {sent_id!r} is not the id in the address ({resource_id})"
-        raise _problem("value", message, f"{resource_type}.id", 400)
     if resource_type == "Patient" and session.get(m.Patient, resource_id) is None:
         # No update-as-create for patients (a mistyped id must not start a new record): POST creates.
         raise _problem("not-found", f"Patient/{resource_id} not found; create it with POST", "Patient.id", 404)

@@ -55,6 +55,11 @@ def _refuse(status: int, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail=message)
 
 
+def _bad(field: str, message: str) -> HTTPException:
+    """A launch parameter that cannot be used: 422 naming it, like any bad query parameter."""
+    return HTTPException(status_code=422, detail=[{"loc": ["query", field], "field": field, "msg": message}])
+
+
 def _configuration(iss: str, timeout: float) -> dict[str, Any]:
     """The EHR's SMART configuration (`.well-known/smart-configuration`)."""
     try:
@@ -77,10 +82,12 @@ def _redirect_uri(ctx: Any) -> str:
 def launch(ctx: CtxDep, iss: str = "", launch: str = "") -> Response:
     """Start an EHR launch: send the browser to the EHR's authorization endpoint."""
     settings = ctx.settings
-    if not iss or not launch or len(iss) > 500 or len(launch) > 2000:
-        raise _refuse(400, "an EHR launch needs iss and launch")
+    if not iss or len(iss) > 500:
+        raise _bad("iss", "the EHR's FHIR base URL is required")
     if iss.rstrip("/") not in {s.rstrip("/") for s in settings.smart_issuers}:
-        raise _refuse(403, "this EHR (iss) may not launch alemwatch; see ALEMWATCH_SMART_ISSUERS")
+        raise _bad("iss", "this EHR may not launch alemwatch (see ALEMWATCH_SMART_ISSUERS)")
+    if not launch or len(launch) > 2000:
+        raise _bad("launch", "the EHR's launch token is required")
     configuration = _configuration(iss, settings.cds_fetch_timeout_seconds)
     state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
@@ -118,10 +125,10 @@ def launch(ctx: CtxDep, iss: str = "", launch: str = "") -> Response:
 def callback(ctx: CtxDep, code: str = "", state: str = "", error: str = "") -> Response:
     """The EHR sends the browser back: exchange the code for the launch context, open the patient."""
     if error:
-        raise _refuse(400, f"the EHR refused the launch: {error[:200]}")
+        raise _bad("error", f"the EHR refused the launch: {error[:200]}")
     saved = _unsign(ctx.settings.secret_key, ctx.request.cookies.get(STATE_COOKIE))
     if saved is None or not state or not hmac.compare_digest(saved["state"], state):
-        raise _refuse(400, "this launch is unknown or expired; launch again from the EHR")
+        raise _bad("state", "this launch is unknown or expired; launch again from the EHR")
     if saved.get("user") != ctx.actor.user_id:
         raise _refuse(403, "this launch was started by another user")
     form = {
