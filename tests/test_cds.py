@@ -450,3 +450,20 @@ def test_feedback_is_recorded_in_the_audit_trail(client: TestClient, db_url: str
     assert override.detail["override_comment"] == "platelets rechecked this morning"
     bad = {"feedback": [{"card": card, "outcome": "ignored", "outcomeTimestamp": "2026-12-01T10:00:00Z"}]}
     assert client.post("/cds-services/alemwatch-patient-view/feedback", json=bad).status_code == 422
+
+
+def test_a_red_flag_the_patient_told_alemwatch_reaches_the_ehr(client: TestClient) -> None:
+    """The EHR's data has no symptom report; the registry has the patient's emergency report."""
+    created = client.post("/api/patients", json=patient_file(symptoms=[]))
+    assert created.status_code == 201, created.text
+    text = "sudden worst headache of my life and my arm is weak"
+    report = client.post("/api/patients/p-001/symptoms", json={"text": text, "date": TODAY.isoformat()})
+    assert report.status_code == 201 and report.json()["urgency"] == "emergency", report.text
+    body = call(
+        client, "alemwatch-patient-view", hook_request("patient-view", "p-001", prefetch_for(patient_file(symptoms=[])))
+    )
+    registry = [c for c in body["cards"] if "(alemwatch registry)" in c["summary"]]
+    assert registry and registry[0]["indicator"] == "critical", summaries(body)
+    assert registry[0]["summary"].startswith("EMERGENCY")
+    # A finding the EHR's own data shows is not repeated from the registry.
+    assert not any("itp" in c["summary"].lower() for c in registry)

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import httpx
 from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from alemwatch.api.deps import ActorDep, ProtocolDep, SessionDep, SettingsDep, client_ip
 from alemwatch.core.assess import assess
@@ -24,6 +26,7 @@ from alemwatch.protocol.model import Protocol
 from alemwatch.registry.fhir_store import read_entries
 from alemwatch.settings import Settings
 from alemwatch.store import audit
+from alemwatch.store import models as m
 
 router = APIRouter(prefix="/cds-services")
 MAX_PAGES = 20  # per prefetch search on the EHR's server
@@ -118,7 +121,9 @@ def call_service(
             _audit(session, actor, request, service_id, patient_id, body, [])
             return {"cards": []}
     resources, problems = _gather(body, patient_id, settings)
-    cards = _cards(service["hook"], resources, problems, patient_id, protocol, orders)
+    cards, result = _cards(service["hook"], resources, problems, patient_id, protocol, orders)
+    if service["hook"] == "patient-view":
+        cards += _registry_cards(session, patient_id, result, protocol)
     _audit(session, actor, request, service_id, patient_id, body, cards)
     return {"cards": cards}
 
@@ -223,7 +228,8 @@ def _cards(
     patient_id: str,
     protocol: Protocol,
     orders: list[tuple[str, dt.date | None]],
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The cards, and the assessment they come from (empty when nothing could be assessed)."""
     parsed = read_entries(resources, protocol, bundle=False, validate=False)
     unread = problems + [_where(issue.expression, resources) + f": {issue.diagnostics}" for issue in parsed.errors]
     update = parsed.updates.get(patient_id) or PatientUpdate(patient_id)
@@ -236,11 +242,36 @@ def _cards(
         patient = parse_patient(data, protocol)
     except PatientFileError as exc:
         issue = inbound.locate(exc, None, update)
-        return cds.unread_card([*unread, f"{_where(issue.expression, resources)}: {issue.diagnostics}"], protocol, True)
+        problem = f"{_where(issue.expression, resources)}: {issue.diagnostics}"
+        return cds.unread_card([*unread, problem], protocol, True), {}
     result = assess(patient, protocol, today)
     if hook == "patient-view":
-        return cds.patient_view_cards(result, protocol, unread)
-    return cds.order_cards(result, protocol, patient_id, unread)
+        return cds.patient_view_cards(result, protocol, unread), result
+    return cds.order_cards(result, protocol, patient_id, unread), result
+
+
+def _registry_cards(
+    session: Session, patient_id: str, result: dict[str, Any], protocol: Protocol
+) -> list[dict[str, Any]]:
+    """The registry's open findings for this patient, when it follows them, beyond what the EHR's data shows."""
+    query = (
+        select(m.Alert)
+        .where(m.Alert.patient_id == patient_id, m.Alert.status != "resolved", m.Alert.kind == "finding")
+        .order_by(m.Alert.raised_at)
+    )
+    alerts = [
+        {
+            "kind": a.kind,
+            "code": a.code,
+            "severity": a.severity,
+            "message": a.message,
+            "action": a.action,
+            "rule": a.rule,
+            "raised_at": a.raised_at.date().isoformat(),
+        }
+        for a in session.execute(query).scalars()
+    ]
+    return cds.registry_alert_cards(alerts, result, protocol)
 
 
 def _where(expression: str, resources: list[dict[str, Any]]) -> str:

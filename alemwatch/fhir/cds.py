@@ -167,6 +167,30 @@ def patient_view_cards(result: dict[str, Any], protocol: Protocol, unread: list[
     return cards
 
 
+def registry_alert_cards(
+    alerts: list[dict[str, Any]], result: dict[str, Any], protocol: Protocol
+) -> list[dict[str, Any]]:
+    """Open alerts of the registry's own record of this patient that the EHR's data does not
+    show (above all what the patient reported in the portal): a red flag is never lost
+    because it was told to alemwatch rather than to the EHR."""
+    shown = {f["condition"] for f in result.get("findings") or []}
+    cards = []
+    for alert in alerts:
+        if alert["kind"] == "finding" and alert["code"] in shown:
+            continue
+        severity = alert["severity"] if alert["severity"] in INDICATOR else "soon"
+        cards.append(
+            _card(
+                f"{severity.upper()} (alemwatch registry): {alert['message']}",
+                INDICATOR[severity],
+                f"{alert.get('action') or ''}\n\nOpen in the alemwatch registry since {alert['raised_at']}; rule "
+                f"`{alert['rule']}`.".strip(),
+                _source(protocol, "registry-alert"),
+            )
+        )
+    return cards
+
+
 def _by_urgency(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order = {"emergency": 0, "urgent": 1, "soon": 2, "routine": 3}
     return sorted(findings, key=lambda f: order.get(f["severity"], 9))
