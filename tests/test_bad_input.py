@@ -593,7 +593,7 @@ def fhir_cases(endpoint: Endpoint) -> list[Case]:
         for label, path, value, status, expression in table
     ]
     if name == "fhir_update":
-        cases.append(Case(f"{name}-fhir-other-id", name, body=_spoil("id", "p-002"), field="Patient.id"))
+        cases.append(Case(f"{name}-fhir-other-id", name, body=_spoil("id", "p-002"), status=400, field="Patient.id"))
     return cases + [
         Case(
             f"{name}-raw-malformed-json", name, raw=b'{"resourceType": "unfinished', status=400, detail="malformed JSON"

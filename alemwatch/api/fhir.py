@@ -143,6 +143,11 @@ def _single(
     }
     kind = resource.get("resourceType") if isinstance(resource, dict) else None
     name = kind if kind in SUPPORTED else "Resource"
+    if method == "PUT" and isinstance(resource, dict) and resource.get("id") not in (None, url.split("/")[-1]):
+        # FHIR update: an id in the body other than the one in the address SHALL be a 400.
+        raise _problem(
+            "invalid", f"the resource's id is not {url.split('/')[-1]!r}, the id in the address", f"{name}.id"
+        )
     if kind in SUPPORTED and kind != url.split("/")[0]:
         raise _problem(
             "invalid", f"{url.split('/')[0]} takes a {url.split('/')[0]}, got a {kind}", "Resource.resourceType", 422
