@@ -31,7 +31,7 @@ from alemwatch.core.patient import (
 )
 from alemwatch.fhir import codes
 from alemwatch.fhir.models import model_for
-from alemwatch.protocol.model import Protocol
+from alemwatch.protocol.model import Analyte, Protocol
 
 SUPPORTED = (
     "Patient",
@@ -278,8 +278,8 @@ def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str
         return "symptoms", _record(SymptomReport, report, place, {"text": "valueString"})
     if resource.status not in STORED_LAB_STATUS:
         return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
-    loinc = [c["code"] for c in codings if c["system"] == codes.LOINC]
-    analyte = next((a for code in loinc for a, spec in protocol.analytes.items() if code in spec.loinc), None)
+    by_loinc = _analytes_by_loinc(protocol)
+    analyte = next((by_loinc[c["code"]] for c in codings if c["system"] == codes.LOINC and c["code"] in by_loinc), None)
     if analyte is None:
         shown = ", ".join(f"{c['system']}|{c['code']}" for c in codings) or "none"
         raise FhirInputError(
@@ -329,6 +329,19 @@ def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str
             [FhirIssue("value", message or str(exc), f"{place}.{places.get(name, 'value')}")]
         ) from None
     return "labs", record
+
+
+_LOINC_MAPS: dict[int, tuple[Protocol, dict[str, Analyte]]] = {}
+
+
+def _analytes_by_loinc(protocol: Protocol) -> dict[str, Analyte]:
+    """Each LOINC code of the protocol's analytes -> the analyte (kept per protocol object)."""
+    found = _LOINC_MAPS.get(id(protocol))
+    if found is None or found[0] is not protocol:
+        mapping = {code: name for name, spec in protocol.analytes.items() for code in spec.loinc}
+        found = (protocol, mapping)
+        _LOINC_MAPS[id(protocol)] = found
+    return found[1]
 
 
 def _number(value: Any) -> int | float:

@@ -135,7 +135,8 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             parsed.entries[n] = (subject, resource.get_resource_type(), None)
             continue
         kind, record = read
-        stored_id = "planned-course" if kind == "planned" else repo.record_id(kind, record)
+        # The id it is stored under (for the answer's location); prefetch data is never stored.
+        stored_id = "planned-course" if kind == "planned" else repo.record_id(kind, record) if validate else None
         parsed.entries[n] = (subject, resource.get_resource_type(), stored_id)
     for issue in parsed.errors:  # whose entry failed: a batch then stores nothing of that patient
         entry_number = re.match(r"^Bundle\.entry\[(\d+)\]", issue.expression)
