@@ -55,6 +55,8 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/assess_bench.py
+	$(BIN)/python bench/interop_bench.py
+	$(BIN)/python bench/registry_bench.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache node_modules artifacts

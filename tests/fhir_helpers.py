@@ -11,23 +11,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from alemwatch.fhir.models import validate
 from alemwatch.store.db import get_engine, upgrade
 from tests.conftest import PG_BASE
+from tests.e2e.conftest import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = Path(sys.executable).parent / "alemwatch"
@@ -526,27 +523,7 @@ def empty_database(like: str, directory: Path, sqlite_template: Path) -> Iterato
         admin.dispose()
 
 
-# --- the live server (as tests/e2e/conftest.py starts it) -------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_until_up(process: subprocess.Popen[bytes], base: str, log: Path, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(base + "/api/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"the server did not answer on {base} within {timeout} s:\n{log.read_text()}")
+# --- the live server (started as tests/e2e/conftest.py starts it, with its helpers) --------------
 
 
 @contextmanager

@@ -8,9 +8,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +26,9 @@ from alemwatch.protocol.load import load_protocol
 from alemwatch.registry.refresh import refresh_patient
 from alemwatch.store import models as m
 from alemwatch.store.db import session_factory, transaction
-from alemwatch.store.repo import content_id, save_patient_file
-from tests.conftest import make_user, token_for
-from tests.e2e.conftest import free_port, wait_until_up
+from alemwatch.store.repo import save_patient_file, with_record_ids
+from tests.conftest import PASSWORD, make_user, token_for
+from tests.fhir_helpers import live_server
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = Path(__file__).resolve().parent / "schemas" / "cds-hooks"
@@ -69,21 +66,8 @@ def patient_file(**changes: Any) -> dict[str, Any]:
     return data
 
 
-def with_ids(data: dict[str, Any]) -> dict[str, Any]:
-    """The file as `repo.patient_file(ids=True)` gives it (records carry their stored ids)."""
-    out = copy.deepcopy(data)
-    for kind, prefix in (("infusions", "inf"), ("exams", "exa"), ("vaccinations", "vac"), ("symptoms", "sym")):
-        for record in out.get(kind) or []:
-            record["id"] = content_id(prefix, {"date": record["date"]} if kind == "infusions" else record)
-    for record in out.get("prophylaxis") or []:
-        record["id"] = content_id("pro", {"kind": record["kind"], "start": record["start"]})
-    for record in out.get("labs") or []:
-        record.setdefault("id", content_id("lab", record))
-    return out
-
-
 def prefetch_for(data: dict[str, Any], drop_planned: bool = False) -> dict[str, Any]:
-    resources = outbound.record_resources(with_ids(data), PROTOCOL)
+    resources = outbound.record_resources(with_record_ids(data), PROTOCOL)
     if drop_planned:
         resources = [r for r in resources if r["resourceType"] != "MedicationRequest"]
     out: dict[str, Any] = {"patient": next(r for r in resources if r["resourceType"] == "Patient")}
@@ -154,28 +138,9 @@ def live(db_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
         save_patient_file(session, patient_file(), PROTOCOL)
         refresh_patient(session, "p-001", PROTOCOL, TODAY)
     make_user(db_url, "ehr-service", "clinician")
-    port = free_port()
-    env = {
-        **os.environ,
-        "ALEMWATCH_DATABASE_URL": db_url,
-        "ALEMWATCH_ENVIRONMENT": "test",
-        "ALEMWATCH_SECRET_KEY": "cds-secret-" + "x" * 32,
-    }
-    command = [sys.executable, "-m", "uvicorn", "alemwatch.api.app:app_from_env", "--factory", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--log-level", "warning"]
-    log = tmp_path / "server.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_up(process, base, log)
-            from tests.conftest import PASSWORD
-
-            answer = httpx.post(f"{base}/api/auth/token", json={"username": "ehr-service", "password": PASSWORD})
-            yield base, answer.json()["access_token"]
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with live_server(db_url, tmp_path / "server.log") as base:
+        answer = httpx.post(f"{base}/api/auth/token", json={"username": "ehr-service", "password": PASSWORD})
+        yield base, answer.json()["access_token"]
 
 
 def call(client: TestClient, service: str, request: dict[str, Any], status: int = 200) -> dict[str, Any]:

@@ -52,6 +52,16 @@ def record_id(kind: str, raw: dict[str, Any]) -> str:
     return content_id(kind[:3], raw)
 
 
+def with_record_ids(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a patient file whose every record carries the id it is stored under, as
+    `patient_file(ids=True)` gives it back (for exports of a file that was never stored)."""
+    out: dict[str, Any] = json.loads(json.dumps(data))
+    for kind in CHILD_LISTS:
+        for record in out.get(kind) or []:
+            record["id"] = record_id(kind, record)
+    return out
+
+
 def _iso(day: dt.date | None) -> str | None:
     return day.isoformat() if day else None
 
