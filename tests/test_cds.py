@@ -250,6 +250,41 @@ def test_an_unreadable_ehr_record_is_said_in_a_warning_card(client: TestClient) 
     assert "Observation/weird" in warning[0]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [
+        ("Patient/p-001.birthDate", lambda p: p["patient"].update(birthDate="1985-13-45")),
+        ("Observation/tsh-bad.effectiveDateTime", lambda p: _add_tsh(p, effectiveDateTime="2026-02-30")),
+        ("Observation/tsh-bad", lambda p: _add_tsh(p, valueQuantity="1.2 mIU/L")),
+        ("Observation/tsh-bad", lambda p: _add_tsh(p, code=["3016-3"])),
+    ],
+    ids=["impossible-birth-date", "impossible-result-date", "quantity-as-text", "code-as-list"],
+)
+def test_an_ehr_record_of_the_wrong_shape_is_a_warning_card_not_an_error(
+    client: TestClient, where: str, change: Any
+) -> None:
+    """The prefetch is read without full validation: a bad element is still named, never a 500."""
+    prefetch = prefetch_for(patient_file())
+    change(prefetch)
+    body = call(client, "alemwatch-patient-view", hook_request("patient-view", "p-001", prefetch))
+    warning = [c for c in body["cards"] if "could not be read" in c["summary"]]
+    assert warning and warning[0]["indicator"] == "warning", summaries(body)
+    assert where in warning[0]["detail"]
+
+
+def _add_tsh(prefetch: dict[str, Any], **changes: Any) -> None:
+    resource = {
+        "resourceType": "Observation",
+        "id": "tsh-bad",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "3016-3"}]},
+        "subject": {"reference": "Patient/p-001"},
+        "effectiveDateTime": TODAY.isoformat(),
+        "valueQuantity": {"value": 1.2, "unit": "mIU/L", "system": "http://unitsofmeasure.org", "code": "m[IU]/L"},
+    }
+    prefetch["observations"]["entry"].append({"resource": {**resource, **changes}})
+
+
 def test_without_prefetch_or_fhir_server_the_service_answers_412(client: TestClient) -> None:
     call(client, "alemwatch-patient-view", hook_request("patient-view", "p-001", None), status=412)
 

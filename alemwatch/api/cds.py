@@ -9,6 +9,7 @@ says so: a check that could not run is never shown as a check that found nothing
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -17,18 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alemwatch.api.deps import ActorDep, ProtocolDep, SessionDep, SettingsDep, client_ip
+from alemwatch.api.deps import ActorDep, ProtocolDep, RawJsonRoute, SessionDep, SettingsDep, client_ip
 from alemwatch.core.assess import assess
 from alemwatch.core.patient import PatientFileError, parse_patient
 from alemwatch.fhir import cds, inbound
-from alemwatch.fhir.inbound import PatientUpdate
+from alemwatch.fhir.inbound import PatientUpdate, Raw
 from alemwatch.protocol.model import Protocol
 from alemwatch.registry.fhir_store import read_entries
 from alemwatch.settings import Settings
 from alemwatch.store import audit
 from alemwatch.store import models as m
 
-router = APIRouter(prefix="/cds-services")
+router = APIRouter(prefix="/cds-services", route_class=RawJsonRoute)
 MAX_PAGES = 20  # per prefetch search on the EHR's server
 
 
@@ -203,7 +204,7 @@ def _gather(body: HookRequest, patient_id: str, settings: Settings) -> tuple[lis
                     problems.append(f"{key}: the EHR's FHIR server answered {answer.status_code}")
                     break
                 try:
-                    document = answer.json()
+                    document = json.loads(answer.content, object_hook=Raw)
                 except ValueError:
                     problems.append(f"{key}: the EHR's FHIR server answered something that is not JSON")
                     break

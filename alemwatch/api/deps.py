@@ -6,14 +6,17 @@ one is refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+import json
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from alemwatch.api.policy import POLICY, Rule
+from alemwatch.fhir.inbound import Raw
 from alemwatch.protocol.load import load_protocol
 from alemwatch.protocol.model import Protocol
 from alemwatch.security import Actor, actor_for, session_for_cookie, user_for_token
@@ -137,3 +140,25 @@ def current_actor(request: Request) -> Actor:
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
+
+
+class _RawJsonRequest(Request):
+    """A request whose JSON objects are read as `inbound.Raw`: FHIR resources (a Bundle, an
+    EHR's prefetch of hundreds of resources) then reach the readers without a copy."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = json.loads(await self.body(), object_hook=Raw)
+        return self._json
+
+
+class RawJsonRoute(APIRoute):
+    """FastAPI's route, with the JSON body read by `_RawJsonRequest` (then validated as declared)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def read_raw_json(request: Request) -> Response:
+            return await handler(_RawJsonRequest(request.scope, request.receive))
+
+        return read_raw_json

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alemwatch import __version__
-from alemwatch.api.deps import ActorDep, ProtocolDep, SessionDep, client_ip
+from alemwatch.api.deps import ActorDep, ProtocolDep, RawJsonRoute, SessionDep, client_ip
 from alemwatch.core.assess import assess
 from alemwatch.fhir import codes, outbound
 from alemwatch.fhir.inbound import SUPPORTED, FhirInputError, FhirIssue
@@ -26,7 +26,7 @@ from alemwatch.registry import fhir_store
 from alemwatch.store import audit, repo
 from alemwatch.store import models as m
 
-router = APIRouter(prefix="/fhir")
+router = APIRouter(prefix="/fhir", route_class=RawJsonRoute)
 FHIR_JSON = "application/fhir+json"
 EXPORTED = ("CarePlan", "DetectedIssue", "Flag")
 SEARCHABLE = (*SUPPORTED, *EXPORTED)

@@ -175,12 +175,20 @@ class Patient(Record):
         return infusions
 
 
-@functools.lru_cache(maxsize=1024)
-def _unit_factors(units: tuple[tuple[str, float], ...]) -> dict[str, float]:
-    """An analyte's units by their normalised spelling (the same few tuples, over and over)."""
-    return {_unit_key(u): f for u, f in units}
+_FACTORS: dict[int, tuple[dict[str, float], dict[str, float]]] = {}
 
 
+def _unit_factor(units: dict[str, float], unit: str) -> float | None:
+    """The factor of `unit` among an analyte's units, by normalised spelling (the table kept
+    per units mapping: the same few, for every lab result)."""
+    found = _FACTORS.get(id(units))
+    if found is None or found[0] is not units:
+        found = (units, {_unit_key(u): f for u, f in units.items()})
+        _FACTORS[id(units)] = found
+    return found[1].get(_unit_key(unit))
+
+
+@functools.lru_cache(maxsize=4096)
 def _unit_key(unit: str) -> str:
     return unit.strip().replace("µ", "u").replace("μ", "u").replace(" ", "").lower()
 
@@ -197,7 +205,7 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
     unit = data.get("unit")
     if not isinstance(unit, str):
         raise ValueError("unit: must be a UCUM unit string")
-    factor = _unit_factors(tuple(spec.units.items())).get(_unit_key(unit))
+    factor = _unit_factor(spec.units, unit)
     if factor is None:
         raise ValueError(f"unit: {unit!r} is not a unit of {spec.name}; use one of {', '.join(spec.units)}")
     out = dict(data)

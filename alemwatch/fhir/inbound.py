@@ -1,5 +1,6 @@
 """FHIR R4 resources in: each resource is validated with fhir.resources, then read into the
-contract's patient-file records (the one shape the engine and the store know).
+contract's patient-file records (the one shape the engine and the store know). The readers
+read the JSON as it came (`Raw`), validated first where it is to be stored.
 
 Pure: dicts in, records out, no database. Every problem is a `FhirIssue` that names the
 resource and the element (`Bundle.entry[3].resource.valueQuantity.code`), so an
@@ -13,7 +14,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -43,6 +44,7 @@ SUPPORTED = (
     "Procedure",
 )
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+FULL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 STORED_LAB_STATUS = {"final", "amended", "corrected", "preliminary"}
 RECORD_KINDS = ("labs", "infusions", "exams", "vaccinations", "prophylaxis", "symptoms")
 
@@ -85,8 +87,8 @@ class PatientUpdate:
         return sum(len(v) for v in self.records.values())
 
 
-def validate_resource(data: Any, place: str) -> Any:
-    """The fhir.resources model of `data`, or a FhirInputError naming the element."""
+def validate_resource(data: Any, place: str) -> Raw:
+    """`data` as `Raw` once fhir.resources has validated it, or a FhirInputError naming the element."""
     if not isinstance(data, dict):
         raise FhirInputError([FhirIssue("structure", "must be a JSON object (a FHIR resource)", place)])
     kind = data.get("resourceType")
@@ -101,56 +103,59 @@ def validate_resource(data: Any, place: str) -> Any:
             ]
         )
     try:
-        return model_for(kind).model_validate(data)
+        model_for(kind).model_validate(data)
     except ValidationError as exc:
         raise FhirInputError([_pydantic_issue(err, place) for err in exc.errors(include_url=False)][:20]) from None
+    return data if isinstance(data, Raw) else _raw(data)
 
 
-class Raw:
-    """A resource as it came, read with the attribute names of fhir.resources' models (for
-    reading an EHR's prefetch data fast, where nothing is stored: every element the readers
-    use is still checked, by `read_raw`, but the rest of the resource is not)."""
+class Raw(dict[str, Any]):
+    """A resource as it came in JSON, whose elements also read as attributes (`resource.code`,
+    None when absent); nested objects are `Raw` too (see `_raw`). Every resource the readers
+    get is one: validated by `validate_resource` (what is stored), or not (`read_raw`: an
+    EHR's prefetch data, assessed and never stored, where every element a reader uses is
+    still checked but the rest is not). The hot readers use the dict's own `get`.
+    No FHIR element a reader uses is named like a dict method (get, items, keys, values, ...)."""
 
-    __slots__ = ("_data",)
+    __slots__ = ()
+    if TYPE_CHECKING:
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
+        def __getattr__(self, name: str) -> Any: ...
 
-    def __getattr__(self, name: str) -> Any:
-        value = self._data.get(name)
-        if isinstance(value, dict):
-            return Raw(value)
-        if isinstance(value, list):
-            return [Raw(v) if isinstance(v, dict) else v for v in value]
-        return value
+    else:
+        __getattr__ = dict.get  # only called for names that are not dict's own (C speed)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_data":
-            object.__setattr__(self, name, value)
-        else:
-            self._data[name] = value
+        self[name] = value
 
     def get_resource_type(self) -> Any:
-        return self._data.get("resourceType")
+        return self.get("resourceType")
 
 
-def read_raw(data: Any, place: str) -> Any:
+def _raw(value: Any) -> Any:
+    """A JSON value with every object in it a `Raw` (a copy: the caller's data is not changed).
+    JSON read with `json.loads(text, object_hook=Raw)` is that already, without the copy."""
+    if isinstance(value, dict):
+        return Raw({k: _raw(v) if isinstance(v, dict | list) else v for k, v in value.items()})
+    if isinstance(value, list):
+        return [_raw(v) if isinstance(v, dict | list) else v for v in value]
+    return value
+
+
+def read_raw(data: Any, place: str) -> Raw:
     """A resource to read without full validation (see `Raw`); its type must be one we read."""
     if not isinstance(data, dict):
         raise FhirInputError([FhirIssue("structure", "must be a JSON object (a FHIR resource)", place)])
     if data.get("resourceType") not in SUPPORTED:
         got = data.get("resourceType")
         raise FhirInputError([FhirIssue("not-supported", f"resourceType {got!r} is not read", f"{place}.resourceType")])
-    return Raw(data)
+    return data if isinstance(data, Raw) else _raw(data)
 
 
-def set_id(resource: Any, value: str | None) -> None:
-    """Give a read resource another id without validating the assignment again (a validated
-    id is replaced by a shorter form of itself or by the request's: both already checked)."""
-    if isinstance(resource, Raw):
-        resource._data["id"] = value
-    else:
-        resource.__dict__["id"] = value
+def set_id(resource: Raw, value: str | None) -> None:
+    """Give a read resource another id (a validated id is replaced by a shorter form of itself
+    or by the request's: both already checked)."""
+    resource["id"] = value
 
 
 def _pydantic_issue(err: Any, place: str) -> FhirIssue:
@@ -173,7 +178,10 @@ def _pydantic_issue(err: Any, place: str) -> FhirIssue:
 def _codings(concept: Any) -> list[dict[str, str]]:
     if not concept:
         return []
-    return [{"system": c.system or "", "code": c.code or "", "display": c.display or ""} for c in concept.coding or []]
+    return [
+        {"system": c.get("system") or "", "code": c.get("code") or "", "display": c.get("display") or ""}
+        for c in concept.get("coding") or []
+    ]
 
 
 def _text(concept: Any) -> str:
@@ -186,12 +194,12 @@ def _day(value: Any, place: str) -> dt.date:
     """A FHIR date or dateTime as the calendar day it was written for (its own time zone)."""
     if value is None:
         raise FhirInputError([FhirIssue("required", "a date is required", place)])
-    day = value.date() if isinstance(value, dt.datetime) else value if isinstance(value, dt.date) else None
-    if day is None:
-        text = str(value)
-        if not re.match(r"^\d{4}-\d{2}-\d{2}", text):
-            raise FhirInputError([FhirIssue("value", f"needs a full date (YYYY-MM-DD), got {text!r}", place)])
-        day = dt.date.fromisoformat(text[:10])
+    try:
+        if not isinstance(value, str) or not FULL_DATE.match(value):
+            raise ValueError
+        day = dt.date.fromisoformat(value[:10])
+    except ValueError:
+        raise FhirInputError([FhirIssue("value", f"needs a full date (YYYY-MM-DD), got {value!r}", place)]) from None
     if not EARLIEST <= day <= LATEST:
         raise FhirInputError([FhirIssue("value", f"{day} is outside {EARLIEST}..{LATEST}", place)])
     return day
@@ -200,18 +208,18 @@ def _day(value: Any, place: str) -> dt.date:
 def _effective(resource: Any, place: str, *names: str) -> tuple[dt.date, str]:
     """The first date among the named elements (a Period counts by its start)."""
     for name in names:
-        value = getattr(resource, name, None)
+        value = resource.get(name)
         if value is None:
             continue
-        if hasattr(value, "start"):
-            return _day(value.start, f"{place}.{name}.start"), f"{place}.{name}"
+        if isinstance(value, dict):  # a Period
+            return _day(value.get("start"), f"{place}.{name}.start"), f"{place}.{name}"
         return _day(value, f"{place}.{name}"), f"{place}.{name}"
     raise FhirInputError([FhirIssue("required", f"one of {', '.join(names)} is required", place)])
 
 
 def reference_id(reference: Any, place: str, kind: str = "Patient") -> str:
     """The id in `Patient/123` (or a bundle-local `urn:uuid:...`, returned as it is)."""
-    text = getattr(reference, "reference", None) if reference is not None else None
+    text = reference.get("reference") if reference is not None else None
     if not text:
         raise FhirInputError([FhirIssue("required", f"a reference to the {kind} is required", place)])
     if text.startswith("urn:"):
@@ -267,17 +275,20 @@ def read_patient(resource: Any, place: str) -> dict[str, Any]:
     return attributes
 
 
-def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str, dict[str, Any]] | FhirIssue:
-    """A lab result (by LOINC) or a symptom report; ('labs'|'symptoms', record) or a skip."""
-    codings = _codings(resource.code)
+def read_observation(resource: Raw, place: str, protocol: Protocol) -> tuple[str, dict[str, Any]] | FhirIssue:
+    """A lab result (by LOINC) or a symptom report; ('labs'|'symptoms', record) or a skip.
+    (Most of what an EHR sends: read with the dict's own `get`.)"""
+    codings = _codings(resource.get("code"))
     if any(c["system"] == codes.CS_SYMPTOM and c["code"] == codes.SYMPTOM_CODE for c in codings):
         day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "issued")
-        if not resource.valueString:
+        words = resource.get("valueString")
+        if not words:
             raise FhirInputError([FhirIssue("required", "valueString (the patient's words) is required", place)])
-        report = {"date": day.isoformat(), "text": resource.valueString}
+        report = {"date": day.isoformat(), "text": words}
         return "symptoms", _record(SymptomReport, report, place, {"text": "valueString"})
-    if resource.status not in STORED_LAB_STATUS:
-        return FhirIssue("informational", f"not stored: status {resource.status!r}", f"{place}.status", "information")
+    status = resource.get("status")
+    if status not in STORED_LAB_STATUS:
+        return FhirIssue("informational", f"not stored: status {status!r}", f"{place}.status", "information")
     by_loinc = _analytes_by_loinc(protocol)
     analyte = next((by_loinc[c["code"]] for c in codings if c["system"] == codes.LOINC and c["code"] in by_loinc), None)
     if analyte is None:
@@ -285,39 +296,41 @@ def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str
         raise FhirInputError(
             [FhirIssue("code-invalid", f"no LOINC code this protocol follows (got {shown})", f"{place}.code")]
         )
-    quantity = resource.valueQuantity
-    if quantity is None or quantity.value is None:
+    quantity = resource.get("valueQuantity")
+    if quantity is None or quantity.get("value") is None:
         raise FhirInputError(
             [FhirIssue("required", "valueQuantity with a value is required", f"{place}.valueQuantity")]
         )
-    if quantity.system not in (None, codes.UCUM):
+    if quantity.get("system") not in (None, codes.UCUM):
         raise FhirInputError(
             [FhirIssue("value", f"unit system must be UCUM ({codes.UCUM})", f"{place}.valueQuantity.system")]
         )
-    unit = quantity.code or quantity.unit
+    unit = quantity.get("code") or quantity.get("unit")
     if not unit:
         raise FhirInputError([FhirIssue("required", "a UCUM unit code is required", f"{place}.valueQuantity.code")])
     day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued")
-    record: dict[str, Any] = {"test": analyte, "value": _number(quantity.value), "unit": unit, "date": day.isoformat()}
+    record: dict[str, Any] = {
+        "test": analyte,
+        "value": _number(quantity["value"]),
+        "unit": unit,
+        "date": day.isoformat(),
+    }
     # Our own export names the stored result in its identifier (its resource id may be hashed):
     # that id comes back, so a re-sent export stores nothing twice.
-    own = next((i.value for i in resource.identifier or [] if i.system == codes.LAB_ID_SYSTEM and i.value), None)
-    if own or resource.id:
-        record["id"] = own or resource.id
-    for n, ref in enumerate(resource.referenceRange or []):
-        if ref.low is not None and ref.low.value is not None:
-            record["ref_low"] = _number(ref.low.value)
-        if ref.high is not None and ref.high.value is not None:
-            record["ref_high"] = _number(ref.high.value)
-        if n == 0:
+    own = None
+    for identifier in resource.get("identifier") or []:
+        if identifier.get("system") == codes.LAB_ID_SYSTEM and identifier.get("value"):
+            own = identifier["value"]
             break
-    places = {
-        "test": "code",
-        "unit": "valueQuantity.code",
-        "value": "valueQuantity.value",
-        "ref_low": "referenceRange[0].low.value",
-        "ref_high": "referenceRange[0].high.value",
-    }
+    if own or resource.get("id"):
+        record["id"] = own or resource["id"]
+    ranges = resource.get("referenceRange")
+    if ranges:
+        low, high = ranges[0].get("low"), ranges[0].get("high")
+        if low is not None and low.get("value") is not None:
+            record["ref_low"] = _number(low["value"])
+        if high is not None and high.get("value") is not None:
+            record["ref_high"] = _number(high["value"])
     try:
         normalise_lab(protocol, record)
     except ValueError as exc:
@@ -326,9 +339,19 @@ def read_observation(resource: Any, place: str, protocol: Protocol) -> tuple[str
             spec = protocol.analytes[analyte]
             message = f"{unit!r} is not a UCUM unit of {spec.name}; use one of {', '.join(spec.units)}"
         raise FhirInputError(
-            [FhirIssue("value", message or str(exc), f"{place}.{places.get(name, 'value')}")]
+            [FhirIssue("value", message or str(exc), f"{place}.{LAB_ELEMENTS.get(name, 'value')}")]
         ) from None
     return "labs", record
+
+
+# A lab record's fields and the Observation elements they are read from.
+LAB_ELEMENTS = {
+    "test": "code",
+    "unit": "valueQuantity.code",
+    "value": "valueQuantity.value",
+    "ref_low": "referenceRange[0].low.value",
+    "ref_high": "referenceRange[0].high.value",
+}
 
 
 _LOINC_MAPS: dict[int, tuple[Protocol, dict[str, Analyte]]] = {}
@@ -512,9 +535,9 @@ READERS = {
 }
 
 
-def subject_of(resource: Any, place: str) -> str:
-    name = "patient" if resource.get_resource_type() in ("Immunization",) else "subject"
-    return reference_id(getattr(resource, name), f"{place}.{name}")
+def subject_of(resource: Raw, place: str) -> str:
+    name = "patient" if resource.get("resourceType") == "Immunization" else "subject"
+    return reference_id(resource.get(name), f"{place}.{name}")
 
 
 def apply(

@@ -123,7 +123,7 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
                         ]
                     )
                 subject = local[subject]
-            update = parsed.updates.setdefault(subject, PatientUpdate(subject))
+            update = parsed.updates.get(subject) or parsed.updates.setdefault(subject, PatientUpdate(subject))
             if resource.id:
                 inbound.set_id(resource, outbound.local_id(subject, resource.id))
             read = inbound.apply(update, resource, rplace, protocol)
@@ -336,7 +336,7 @@ def _lines(paths: list[Path]) -> Iterator[tuple[str, int, Any]]:
         text = path.read_text(encoding="utf-8")
         if text.lstrip().startswith("{") and "\n{" not in text.strip():
             try:
-                document = json.loads(text)
+                document = json.loads(text, object_hook=inbound.Raw)
             except json.JSONDecodeError as exc:
                 yield path.name, exc.lineno, FhirInputError([FhirIssue("structure", f"malformed JSON: {exc.msg}", "")])
                 continue
@@ -349,7 +349,7 @@ def _lines(paths: list[Path]) -> Iterator[tuple[str, int, Any]]:
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
-                    yield path.name, number, json.loads(line)
+                    yield path.name, number, json.loads(line, object_hook=inbound.Raw)
                 except json.JSONDecodeError as exc:
                     yield path.name, number, FhirInputError([FhirIssue("structure", f"malformed JSON: {exc.msg}", "")])
 
