@@ -271,21 +271,21 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the registry (REST API; OpenAPI at /docs). Refuses an unmigrated database."""
-    import uvicorn
+    """Serve the registry (REST API; OpenAPI at /docs). Refuses an unmigrated database.
+    With several workers each listens on a socket of its own (SO_REUSEPORT): the kernel
+    shares the connections out evenly."""
+    from alemwatch.api.server import serve as run_server
 
     _require_migrated(_database_url())
     # uvicorn's access log would print paths with patient ids; the app logs route templates instead.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(
-        "alemwatch.api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,
-    )
+    try:
+        status = run_server(host, port, workers)
+    except OSError as exc:
+        sys.stderr.write(f"error: --host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}\n")
+        raise typer.Exit(1) from None
+    if status:
+        raise typer.Exit(status)
 
 
 @db_app.command("upgrade")

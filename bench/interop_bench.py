@@ -9,8 +9,9 @@ What it measures, all in this one run:
   `outbound.record_resources` gives for the file with its stored ids (as `with_ids` in
   tests/test_cds.py): Observations (lab results and symptom reports), MedicationAdministrations,
   MedicationRequest (a planned course), Immunizations, MedicationStatements, Procedures, all
-  POST. The Bundles are built and encoded before any timing. The server is uvicorn
-  (`--workers`, on a free 127.0.0.1 port) in a subprocess; the load comes from a separate
+  POST. The Bundles are built and encoded before any timing. The server is
+  `alemwatch serve --workers N` (on a free 127.0.0.1 port: uvicorn workers with a listening
+  socket each, SO_REUSEPORT) in a subprocess; the load comes from a separate
   process (multiprocessing, spawn) with `--connections` concurrent httpx keep-alive
   connections (or a new connection per Bundle with `--close-connections`), each Bundle sent
   once, after `WARMUP_BUNDLES` untimed Bundles of further demo patients. Reported: patients,
@@ -457,8 +458,8 @@ def cpu_split(before: dict[int, float], after: dict[int, float]) -> tuple[str, f
 
 @contextmanager
 def live_server(url: str, workers: int, log: Path) -> Iterator[Server]:
-    """uvicorn with `workers` processes on a free 127.0.0.1 port, in its own process group;
-    stopped (the group we started, by its id) at the end, also on failure."""
+    """`alemwatch serve` with `workers` processes on a free 127.0.0.1 port, in its own process
+    group; stopped (the group we started, by its id) at the end, also on failure."""
     port = free_port()
     env = {
         **os.environ,
@@ -466,9 +467,8 @@ def live_server(url: str, workers: int, log: Path) -> Iterator[Server]:
         "ALEMWATCH_ENVIRONMENT": "test",
         "ALEMWATCH_SECRET_KEY": "interop-bench-secret-" + "x" * 32,
     }
-    command = [sys.executable, "-m", "uvicorn", "alemwatch.api.app:app_from_env", "--factory"]
+    command = [str(Path(sys.executable).parent / "alemwatch"), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    command += ["--log-level", "warning", "--no-access-log", "--timeout-graceful-shutdown", "5"]
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as output:
         process = subprocess.Popen(
@@ -760,7 +760,7 @@ def print_header(args: argparse.Namespace, cohort: dict[str, Any]) -> None:
         f"{cohort['entries']:,} resources ({kinds})"
     )
     print(
-        f"  server: uvicorn --workers {args.workers} on 127.0.0.1; load: a separate spawned process (httpx), "
+        f"  server: alemwatch serve --workers {args.workers} on 127.0.0.1; load: a separate spawned process (httpx), "
         f"{args.connections} {'new connections a Bundle' if args.close_connections else 'keep-alive connections'} "
         "for ingest, an open loop for CDS"
     )
@@ -810,10 +810,9 @@ def print_ingest(r: Ingest, args: argparse.Namespace) -> None:
     print(f"  server workers' CPU during the ingest: {cpu}")
     if share is not None and share > 0.75:
         print(
-            f"  NOTE: one worker did {share:.0%} of the work: the {args.connections} keep-alive connections, opened "
-            "together, were mostly accepted by one worker (uvicorn's workers share one listening socket and "
-            "asyncio accepts every pending connection at once); --close-connections sends each Bundle on a new "
-            "connection"
+            f"  NOTE: one worker did {share:.0%} of the work: the kernel gives each of the {args.connections} "
+            "keep-alive connections to a worker by a hash of its addresses, and so few can fall unevenly; "
+            "--connections sets more, --close-connections sends each Bundle on a new connection"
             if not args.close_connections
             else f"  NOTE: one worker did {share:.0%} of the work"
         )
@@ -969,8 +968,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=300, help="demo patients, one transaction Bundle each")
     parser.add_argument("--backends", default="postgresql,sqlite", help="postgresql, sqlite or both")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
-    parser.add_argument("--connections", type=int, default=4, help="concurrent connections of the ingest load")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes (alemwatch serve --workers)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections of the ingest load")
     parser.add_argument(
         "--close-connections",
         action="store_true",
