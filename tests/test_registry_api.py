@@ -182,3 +182,18 @@ def test_the_app_refuses_an_unmigrated_database(tmp_path: Path) -> None:
             raise AssertionError("started on an unmigrated database")
     except NotMigrated as exc:
         assert "alemwatch db upgrade" in str(exc)
+
+
+def test_the_request_log_names_the_route_template_never_the_patient(
+    app_client: TestClient, db_url: str, caplog: Any
+) -> None:
+    make_user(db_url, "log-nurse", "nurse")
+    headers = token_for(app_client, "log-nurse")
+    assert app_client.post("/api/patients", json=_patient("p-log-4711"), headers=headers).status_code == 201
+    with caplog.at_level("INFO", logger="alemwatch"):
+        assert app_client.get("/api/patients/p-log-4711", headers=headers).status_code == 200
+        assert app_client.get("/api/patients/p-log-0815", headers=headers).status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "alemwatch"]
+    assert any(line.startswith("GET /api/patients/{patient_id} 200 ") for line in lines), lines
+    assert any(line.startswith("GET /api/patients/{patient_id} 404 ") for line in lines), lines
+    assert not [line for line in caplog.text.splitlines() if "p-log-" in line]

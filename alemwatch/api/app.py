@@ -8,14 +8,15 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alemwatch import __version__
 from alemwatch.api import cds, fhir
@@ -89,17 +90,33 @@ def _fhir_issue(error: Any) -> FhirIssue:
     return FhirIssue("invalid", str(error["msg"]), field)
 
 
-def _log_requests(app: FastAPI) -> None:
-    """One log line per request with the route's template, never its patient ids or bodies."""
+class RequestLog:
+    """One log line per request with the route's template, never its patient ids or bodies.
+    Plain ASGI (not `@app.middleware`): no extra task per request, and a client that goes
+    away before the answer is logged as such, not as an error."""
 
-    @app.middleware("http")
-    async def request_log(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "(unmatched)")
-        log.info("%s %s %s %.1f ms", request.method, path, response.status_code, (time.perf_counter() - started) * 1000)
-        return response
+        status: int | None = None
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "(unmatched)")
+            said = status if status is not None else "(no answer)"
+            log.info("%s %s %s %.1f ms", scope["method"], path, said, (time.perf_counter() - started) * 1000)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -131,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_error_handlers(app)
     install_error_pages(app)  # web pages: log-in redirect and HTML error pages; the API keeps JSON
     app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes)  # outermost: sees raw bytes
-    _log_requests(app)
+    app.add_middleware(RequestLog)  # outermost: times everything
     return app
 
 
