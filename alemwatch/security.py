@@ -123,6 +123,12 @@ def user_for_token(session: Session, token: str) -> m.User | None:
     return _active_user(session, row.user_id)
 
 
+def user_by_name(session: Session, username: str) -> m.User | None:
+    """An active user by name."""
+    user = session.execute(select(m.User).where(m.User.username == username)).scalar_one_or_none()
+    return None if user is None or user.disabled else user
+
+
 def session_for_cookie(session: Session, value: str) -> tuple[m.User, str] | None:
     row = session.get(m.WebSession, digest(value))
     if row is None or _aware(row.expires_at) < m.utcnow():

@@ -5,10 +5,18 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-only-secret-change-me"
+
+
+class CdsClient(BaseModel):
+    """A CDS client (an EHR) whose signed JWTs the CDS Hooks service accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+    jwks_url: str = Field(pattern=r"^https?://", description="Where the client publishes its JSON Web Key Set.")
+    account: str = Field(min_length=1, description="The alemwatch care-team account its calls are made as.")
 
 
 class Settings(BaseSettings):
@@ -28,6 +36,18 @@ class Settings(BaseSettings):
     cds_fhir_servers: list[str] = Field(
         default_factory=list,
         description="FHIR base URLs the CDS Hooks service may fetch from (fhirServer); empty: any (development only).",
+    )
+    cds_clients: dict[str, CdsClient] = Field(
+        default_factory=dict,
+        description=(
+            "CDS clients trusted by their signed JWT (CDS Hooks 2.0), by issuer (iss): "
+            '{"https://ehr.example.org": {"jwks_url": "https://ehr.example.org/jwks", "account": "ehr-service"}}.'
+        ),
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="This service's public base URL (the JWT audience of CDS calls); default: as the request says.",
     )
     cds_fetch_timeout_seconds: float = Field(default=10.0, gt=0, description="Calls to an EHR's FHIR or SMART server.")
     smart_issuers: list[str] = Field(

@@ -15,11 +15,13 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from alemwatch.api import cds_auth
+from alemwatch.api.cds_auth import CdsAuthError
 from alemwatch.api.policy import POLICY, Rule
 from alemwatch.fhir.inbound import Raw
 from alemwatch.protocol.load import load_protocol
 from alemwatch.protocol.model import Protocol
-from alemwatch.security import Actor, actor_for, session_for_cookie, user_for_token
+from alemwatch.security import Actor, actor_for, session_for_cookie, user_by_name, user_for_token
 from alemwatch.settings import Settings, get_settings
 from alemwatch.store import audit
 from alemwatch.store.db import session_factory
@@ -57,11 +59,15 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def _identify(request: Request, session: Session) -> tuple[Actor, str | None] | None:
-    """The user behind a bearer token or a session cookie, with the session's CSRF token."""
+def _identify(request: Request, session: Session, settings: Settings) -> tuple[Actor, str | None] | None:
+    """The user behind a bearer token (alemwatch's own, or on /cds-services a CDS client's
+    signed JWT: the account it is trusted as) or a session cookie, with the session's CSRF token."""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        user = user_for_token(session, header[7:].strip())
+        token = header[7:].strip()
+        if request.url.path.startswith("/cds-services/") and cds_auth.looks_like_jwt(token):
+            return _cds_client(request, session, settings, token)
+        user = user_for_token(session, token)
         return (actor_for(user, "token"), None) if user else None
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
@@ -69,6 +75,17 @@ def _identify(request: Request, session: Session) -> tuple[Actor, str | None] | 
         if found:
             return actor_for(found[0], "session"), found[1]
     return None
+
+
+def _cds_client(request: Request, session: Session, settings: Settings, token: str) -> tuple[Actor, None]:
+    """The account a CDS client's JWT is trusted as (CdsAuthError when it is not)."""
+    base = (settings.public_url or str(request.base_url)).rstrip("/")
+    service = request.url.path.removesuffix("/feedback")  # feedback names the service's endpoint too
+    username = cds_auth.verify(token, settings.cds_clients, base + service, settings.cds_fetch_timeout_seconds)
+    user = user_by_name(session, username)
+    if user is None:
+        raise cds_auth.CdsAuthError(f"the account {username!r} of this CDS client is missing or disabled")
+    return actor_for(user, "cds-jwt"), None
 
 
 def deny(request: Request, session: Session, actor: Actor | None, status: int, message: str) -> HTTPException:
@@ -107,15 +124,22 @@ async def authorize(request: Request, settings: SettingsDep) -> Actor | None:
 
 def _decide_alone(request: Request, settings: Settings, rule: Rule | None, form_token: object) -> Actor | None:
     with session_factory(settings.database_url).begin() as session:
-        return _decide(request, session, rule, form_token)
+        return _decide(request, session, rule, form_token, settings)
 
 
-def _decide(request: Request, session: Session, rule: Rule | None, form_token: object) -> Actor | None:
+def _decide(
+    request: Request, session: Session, rule: Rule | None, form_token: object, settings: Settings
+) -> Actor | None:
     if rule is None:
         raise deny(request, session, None, 403, "no access rule for this route")
     if rule.public:
         return None
-    found = _identify(request, session)
+    try:
+        found = _identify(request, session, settings)
+    except CdsAuthError as exc:
+        refusal = deny(request, session, None, 401, f"CDS client JWT: {exc}")
+        refusal.headers = {"WWW-Authenticate": "Bearer"}
+        raise refusal from None
     if found is None:
         refusal = deny(request, session, None, 401, "log in first")
         refusal.headers = {"WWW-Authenticate": "Bearer"}
