@@ -152,3 +152,22 @@ def test_a_disabled_account_stops_the_ehr(ehr: TestClient, db_url: str) -> None:
 def test_a_jwt_is_only_taken_on_the_cds_services(ehr: TestClient) -> None:
     response = ehr.get("/fhir/Patient/p-001", headers={"Authorization": f"Bearer {token()}"})
     assert response.status_code == 401
+
+
+def test_a_replay_is_refused_by_another_worker_too(db_url: str, jwks_url: str) -> None:
+    """Two apps on one database stand for two worker processes: the second refuses the first's JWT."""
+    make_user(db_url, "ehr-cds", "clinician")
+    settings = Settings(
+        database_url=db_url,
+        environment="test",
+        secret_key="test-secret-" + "x" * 32,
+        cds_clients={ISSUER: CdsClient(jwks_url=jwks_url, account="ehr-cds")},
+    )
+    bearer = token()
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        assert post(first, bearer).status_code == 200
+        again = post(second, bearer)
+    assert again.status_code == 401 and "jti was used before" in again.json()["detail"]
+    with session_factory(db_url)() as session:
+        refused = session.execute(select(m.AuditEvent).where(m.AuditEvent.outcome == "denied")).scalars().all()
+    assert any(e.resource == f"/cds-services/{SERVICE}" and e.detail.get("status") == 401 for e in refused)

@@ -8,18 +8,24 @@ of its JSON Web Key Set and the alemwatch care-team account its calls are made a
 access rules and the audit trail name someone). The keys are fetched from that URL (and
 kept; a new `kid` fetches again), never from a URL the token names (`jku`).
 
-Seen `jti`s are kept in memory until their token expires: each worker process refuses a replay
-to itself; a replay to another worker within those minutes is not caught (no shared store)."""
+A used `jti` is stored (`cds_jwt_ids`, until its token expires) in the call's authorisation
+transaction: a JWT sent again is refused by whichever worker gets it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
+from dataclasses import dataclass
 
 import jwt
 from jwt import PyJWKClient
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from alemwatch.settings import CdsClient
+from alemwatch.store import models as m
 
 ALGORITHMS = ["ES384", "RS384"]  # the specification's
 MAX_LIFETIME_SECONDS = 300  # exp no more than five minutes ahead (specification)
@@ -27,8 +33,15 @@ CLOCK_LEEWAY_SECONDS = 30  # POLICY: clock difference tolerated between the EHR 
 JWKS_CACHE_SECONDS = 300  # POLICY: how long fetched keys are kept before asking again
 
 _key_sets: dict[str, PyJWKClient] = {}
-_seen: dict[tuple[str, str], float] = {}
 _lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Verified:
+    account: str  # the alemwatch account the client's calls are made as
+    issuer: str
+    jti: str
+    expires: dt.datetime
 
 
 class CdsAuthError(ValueError):
@@ -40,8 +53,9 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2 and token.startswith("eyJ")
 
 
-def verify(token: str, clients: dict[str, CdsClient], audience: str, timeout: float) -> str:
-    """The alemwatch account the CDS client's calls are made as, or CdsAuthError."""
+def verify(token: str, clients: dict[str, CdsClient], audience: str, timeout: float) -> Verified:
+    """A JWT that verifies, with the alemwatch account of its client, or CdsAuthError
+    (its `jti` is still to be claimed: `claim_once`)."""
     try:
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
@@ -68,19 +82,24 @@ def verify(token: str, clients: dict[str, CdsClient], audience: str, timeout: fl
         raise CdsAuthError(f"aud must be this CDS Service's endpoint, {audience}") from None
     except jwt.PyJWTError as exc:
         raise CdsAuthError(f"the JWT does not verify: {exc}") from None
-    now = time.time()
     expires = float(claims["exp"])
-    if expires - now > MAX_LIFETIME_SECONDS + CLOCK_LEEWAY_SECONDS:
+    if expires - time.time() > MAX_LIFETIME_SECONDS + CLOCK_LEEWAY_SECONDS:
         raise CdsAuthError("exp is more than five minutes ahead")
-    with _lock:
-        for seen, until in list(_seen.items()):
-            if until + CLOCK_LEEWAY_SECONDS < now:
-                del _seen[seen]
-        marker = (str(issuer), str(claims["jti"]))
-        if marker in _seen:
-            raise CdsAuthError("jti was used before: a JWT is good for one call")
-        _seen[marker] = expires
-    return client.account
+    when = dt.datetime.fromtimestamp(expires, dt.UTC)
+    return Verified(client.account, str(issuer), str(claims["jti"]), when)
+
+
+def claim_once(session: Session, verified: Verified) -> None:
+    """Record the JWT's `jti` as used, or CdsAuthError if it was (by any worker). Ids of
+    tokens expired past the leeway are dropped first: such a token is refused by its `exp`."""
+    now = dt.datetime.now(dt.UTC)
+    session.execute(delete(m.CdsJwtId).where(m.CdsJwtId.expires_at < now - dt.timedelta(seconds=CLOCK_LEEWAY_SECONDS)))
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    row = {"issuer": verified.issuer, "jti": verified.jti, "expires_at": verified.expires}
+    table = m.CdsJwtId.__table__
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.jti)  # type: ignore[arg-type]
+    if session.execute(statement, row).first() is None:  # nothing inserted: the id was there
+        raise CdsAuthError("jti was used before: a JWT is good for one call")
 
 
 def _key_set(url: str, timeout: float) -> PyJWKClient:

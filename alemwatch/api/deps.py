@@ -81,10 +81,11 @@ def _cds_client(request: Request, session: Session, settings: Settings, token: s
     """The account a CDS client's JWT is trusted as (CdsAuthError when it is not)."""
     base = (settings.public_url or str(request.base_url)).rstrip("/")
     service = request.url.path.removesuffix("/feedback")  # feedback names the service's endpoint too
-    username = cds_auth.verify(token, settings.cds_clients, base + service, settings.cds_fetch_timeout_seconds)
-    user = user_by_name(session, username)
+    verified = cds_auth.verify(token, settings.cds_clients, base + service, settings.cds_fetch_timeout_seconds)
+    user = user_by_name(session, verified.account)
     if user is None:
-        raise cds_auth.CdsAuthError(f"the account {username!r} of this CDS client is missing or disabled")
+        raise cds_auth.CdsAuthError(f"the account {verified.account!r} of this CDS client is missing or disabled")
+    cds_auth.claim_once(session, verified)  # no database error on a replay: the refusal is audited after it
     return actor_for(user, "cds-jwt"), None
 
 

@@ -280,6 +280,16 @@ class ApiToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class CdsJwtId(Base):
+    """A CDS client's JWT already used (`jti`, per issuer): refused if it comes again, by any worker.
+    Kept until the token has expired (then it could not be used anyway)."""
+
+    __tablename__ = "cds_jwt_ids"
+    issuer: Mapped[str] = mapped_column(String(500), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
 class WebSession(Base):
     __tablename__ = "web_sessions"
     __table_args__ = (ForeignKeyConstraint(["user_id"], ["users.id"], ondelete="CASCADE", name="fk_web_sessions_user"),)
