@@ -30,7 +30,7 @@ from alemwatch.store.db import get_engine, session_factory
 
 CLI = Path(sys.executable).parent / "alemwatch"
 SEED = 20261125
-PATIENTS = 150
+PATIENTS = 400  # enough that a fast import is still running when the first kill comes
 KILLS = 8  # SIGKILLs per backend while the import adds patients, at points spread over the file
 REIMPORT_KILLS = 1  # and while a re-import re-saves patients already stored
 INFUSIONS_PER_COURSE = 5
@@ -259,7 +259,13 @@ def test_sigkill_mid_import_never_leaves_a_patient_half_stored_and_a_rerun_store
         # A random point in each slice of the file (each run first re-saves the patients stored
         # before, then adds new ones), plus 0-80 ms: mostly inside a patient's transaction.
         position = min(max(int(1 + (i + rng.random()) * slice_), (stored[-1] if stored else 0) + 1), PATIENTS - 1)
-        status = _kill_mid_import(path, db_url, position, jitter=rng.uniform(0, 0.08))
+        jitter = rng.uniform(0, 0.08)
+        if i == 0:  # the first kill as early as it can be: at least one must land mid-import
+            position, jitter = 1, 0.0
+        status = _kill_mid_import(path, db_url, position, jitter=jitter)
+        if status == 0 and stored:  # a fast import finished before a late kill: its end is checked, nothing to cut
+            stored.append(_assert_whole_or_nothing(db_url, cohort))
+            break
         assert status == -signal.SIGKILL, f"kill {i}: the import ended with status {status} before the kill"
         stored.append(_assert_whole_or_nothing(db_url, cohort))
     assert all(0 < n <= PATIENTS for n in stored) and stored[0] < PATIENTS, f"no kill landed mid-import: {stored}"
@@ -274,11 +280,15 @@ def test_sigkill_mid_import_never_leaves_a_patient_half_stored_and_a_rerun_store
     assert counts["infusions"] == PATIENTS * INFUSIONS_PER_COURSE
 
     for i in range(REIMPORT_KILLS):  # crashes while re-saving patients already stored
-        position = rng.randrange(1, PATIENTS - 10)
-        status = _kill_mid_import(path, db_url, position, jitter=rng.uniform(0, 0.08))
-        assert status == -signal.SIGKILL, f"re-import kill {i}: the import ended with status {status}"
-        assert _assert_whole_or_nothing(db_url, cohort) == PATIENTS
-        assert _table_counts(db_url) == counts
+        statuses = []
+        for _ in range(3):  # a re-save is quick: a kill that comes after the end is tried again, earlier
+            position = rng.randrange(1, PATIENTS // (2 + len(statuses)))
+            statuses.append(_kill_mid_import(path, db_url, position, jitter=rng.uniform(0, 0.02)))
+            assert _assert_whole_or_nothing(db_url, cohort) == PATIENTS
+            assert _table_counts(db_url) == counts
+            if statuses[-1] == -signal.SIGKILL:
+                break
+        assert statuses[-1] == -signal.SIGKILL, f"re-import kill {i}: the import ended before each kill: {statuses}"
 
     again = _import_to_completion(path, db_url)
     assert again["errors"] == [] and again["patients"] == PATIENTS

@@ -796,7 +796,8 @@ def _idempotent_resources() -> list[dict[str, Any]]:
 def test_the_same_transaction_posted_twice_stores_each_result_once(app_client: TestClient, db_url: str) -> None:
     headers = care_team(app_client, db_url)
     sent = put_all(_idempotent_resources())
-    assert post(app_client, sent, headers).status_code == 200
+    first = post(app_client, sent, headers)
+    assert first.status_code == 200, first.text
     once = stored(db_url)
     file = app_client.get("/api/patients/p-idem", headers=headers).json()["patient"]
     assessment = app_client.get("/api/patients/p-idem/assessment?as_of=2025-06-01", headers=headers).json()
@@ -804,8 +805,25 @@ def test_the_same_transaction_posted_twice_stores_each_result_once(app_client: T
     assert again.status_code == 200, again.text
     assert stored(db_url) == once
     assert once["lab_results"] == 2 and once["infusions"] == 3
+    # Created the first time; found as stored the second (FHIR: 201 for a creation, 200 otherwise).
+    statuses = [(e["response"]["status"], e["response"].get("location")) for e in first.json()["entry"]]
+    assert [s for s, where in statuses if where] == ["201 Created"] * len([w for _, w in statuses if w])
+    assert [e["response"]["status"] for e in again.json()["entry"]] == ["200 OK"] * len(sent["entry"])
     assert app_client.get("/api/patients/p-idem", headers=headers).json()["patient"] == file
     assert app_client.get("/api/patients/p-idem/assessment?as_of=2025-06-01", headers=headers).json() == assessment
+
+
+def test_a_result_created_twice_is_201_then_200_and_stored_once(app_client: TestClient, db_url: str) -> None:
+    headers = care_team(app_client, db_url)
+    assert post(app_client, put_all([patient("p-twice")]), headers).status_code == 200
+    result = lab("p-twice", "777-3", 180, "10*9/L", "2025-03-01")
+    fhir_headers = {**headers, "Content-Type": "application/fhir+json"}
+    created = app_client.post("/fhir/Observation", content=json.dumps(result), headers=fhir_headers)
+    assert created.status_code == 201, created.text
+    again = app_client.post("/fhir/Observation", content=json.dumps(result), headers=fhir_headers)
+    assert again.status_code == 200, again.text
+    assert again.headers["Location"] == created.headers["Location"]
+    assert stored(db_url)["lab_results"] == 1
 
 
 def test_an_infusion_sent_again_without_its_premedication_keeps_it(app_client: TestClient, db_url: str) -> None:

@@ -173,7 +173,7 @@ def _single(
         return FhirResponse(entry.get("outcome") or {}, status_code=200)
     kind, rid = entry["location"].split("/", 1)
     body = _read(session, protocol, kind, rid)
-    status = 201 if method == "POST" else 200
+    status = int(entry["status"].split()[0])  # 201 when it was created, 200 when it was there already
     return FhirResponse(body, status_code=status, headers={"Location": f"{_base(request)}/{entry['location']}"})
 
 

@@ -180,8 +180,10 @@ def _check_url(resource: Any, method: str, url: str, place: str) -> None:
         inbound.set_id(resource, parts[1])
 
 
-def store_update(session: Session, update: PatientUpdate, protocol: Protocol, is_new: bool) -> None:
-    """Merge one patient's update into the stored record (raises FhirInputError, stores nothing then)."""
+def store_update(session: Session, update: PatientUpdate, protocol: Protocol, is_new: bool) -> set[str] | None:
+    """Merge one patient's update into the stored record (raises FhirInputError, stores nothing
+    then). Returns the ids of the records that were stored already (None: a new patient),
+    for the answer: an entry that changed nothing is `200 OK`, not `201 Created`."""
     current = repo.patient_file(session, update.patient_id)
     if current is None and not is_new:
         place = next((o[0] for o in update.origins.values() if o), "Bundle")
@@ -199,6 +201,13 @@ def store_update(session: Session, update: PatientUpdate, protocol: Protocol, is
         repo.save_patient_file(session, merged, protocol, source="fhir")
     except PatientFileError as exc:
         raise FhirInputError([inbound.locate(exc, current, update)]) from None
+    if current is None:
+        return None
+    known = {repo.record_id(kind, record) for kind in inbound.RECORD_KINDS for record in current.get(kind) or []}
+    planned = update.attributes.get("planned_course_start")
+    if planned is not None and planned == current.get("planned_course_start"):
+        known.add("planned-course")
+    return known
 
 
 def _refuse_changed_labs(current: dict[str, Any] | None, update: PatientUpdate) -> None:
@@ -236,9 +245,10 @@ def transaction_bundle(
         for issue in parsed.errors:
             failed.setdefault(_entry_of(issue.expression), []).append(issue)
     written = []
+    before: dict[str, set[str] | None] = {}  # per patient written: the record ids stored already
     for pid, update in parsed.updates.items():
         if kind == "transaction":
-            store_update(session, update, protocol, pid in parsed.new_patients)
+            before[pid] = store_update(session, update, protocol, pid in parsed.new_patients)
             written.append(pid)
             continue
         if pid in parsed.failed_patients:  # each patient's entries are stored together or not at all
@@ -246,7 +256,7 @@ def transaction_bundle(
             continue
         try:
             with session.begin_nested():
-                store_update(session, update, protocol, pid in parsed.new_patients)
+                before[pid] = store_update(session, update, protocol, pid in parsed.new_patients)
             written.append(pid)
         except FhirInputError as exc:
             for issue in exc.issues:
@@ -254,7 +264,7 @@ def transaction_bundle(
             failed.setdefault(f"patient:{pid}", exc.issues)
     for pid in written:
         refresh_patient(session, pid, protocol, today, actor_label)
-    return _response(kind, parsed, failed), written
+    return _response(kind, parsed, failed, before), written
 
 
 def _bundle_entries(bundle: Any) -> list[Any]:
@@ -291,14 +301,18 @@ def _entry_of(expression: str) -> str:
     )
 
 
-def _response(kind: str, parsed: Parsed, failed: dict[str, list[FhirIssue]]) -> dict[str, Any]:
+def _response(
+    kind: str, parsed: Parsed, failed: dict[str, list[FhirIssue]], before: dict[str, set[str] | None]
+) -> dict[str, Any]:
     out = []
     for n, (pid, rtype, rid) in enumerate(parsed.entries):
         issues = failed.get(f"Bundle.entry[{n}]") or (failed.get(f"patient:{pid}") if pid else None)
         if issues:
             out.append({"response": {"status": "422 Unprocessable Entity", "outcome": operation_outcome(issues)}})
             continue
-        response: dict[str, Any] = {"status": "201 Created"}
+        known = before.get(pid) if pid else None
+        already = known is not None and (rtype == "Patient" or rid in known)
+        response: dict[str, Any] = {"status": "200 OK" if already else "201 Created"}
         if n in parsed.skipped:
             response = {"status": "200 OK", "outcome": operation_outcome([parsed.skipped[n]])}
         elif rtype == "Patient":
