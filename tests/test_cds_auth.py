@@ -66,16 +66,21 @@ def jwks_url() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture
-def ehr(db_url: str, jwks_url: str) -> Iterator[TestClient]:
-    """The app trusting ISSUER as the account `ehr-cds` (a clinician)."""
+def trusting(db_url: str, jwks_url: str) -> Settings:
+    """Settings that trust ISSUER as the account `ehr-cds` (a clinician, made here)."""
     make_user(db_url, "ehr-cds", "clinician")
-    settings = Settings(
+    return Settings(
         database_url=db_url,
         environment="test",
         secret_key="test-secret-" + "x" * 32,
         cds_clients={ISSUER: CdsClient(jwks_url=jwks_url, account="ehr-cds")},
     )
+
+
+@pytest.fixture
+def ehr(db_url: str, jwks_url: str) -> Iterator[TestClient]:
+    """The app trusting ISSUER as the account `ehr-cds` (a clinician)."""
+    settings = trusting(db_url, jwks_url)
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -156,13 +161,7 @@ def test_a_jwt_is_only_taken_on_the_cds_services(ehr: TestClient) -> None:
 
 def test_a_replay_is_refused_by_another_worker_too(db_url: str, jwks_url: str) -> None:
     """Two apps on one database stand for two worker processes: the second refuses the first's JWT."""
-    make_user(db_url, "ehr-cds", "clinician")
-    settings = Settings(
-        database_url=db_url,
-        environment="test",
-        secret_key="test-secret-" + "x" * 32,
-        cds_clients={ISSUER: CdsClient(jwks_url=jwks_url, account="ehr-cds")},
-    )
+    settings = trusting(db_url, jwks_url)
     bearer = token()
     with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
         assert post(first, bearer).status_code == 200

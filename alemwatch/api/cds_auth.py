@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import jwt
 from jwt import PyJWKClient
 from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alemwatch.settings import CdsClient
 from alemwatch.store import models as m
+from alemwatch.store.repo import dialect_insert
 
 ALGORITHMS = ["ES384", "RS384"]  # the specification's
 MAX_LIFETIME_SECONDS = 300  # exp no more than five minutes ahead (specification)
@@ -94,10 +94,8 @@ def claim_once(session: Session, verified: Verified) -> None:
     tokens expired past the leeway are dropped first: such a token is refused by its `exp`."""
     now = dt.datetime.now(dt.UTC)
     session.execute(delete(m.CdsJwtId).where(m.CdsJwtId.expires_at < now - dt.timedelta(seconds=CLOCK_LEEWAY_SECONDS)))
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     row = {"issuer": verified.issuer, "jti": verified.jti, "expires_at": verified.expires}
-    table = m.CdsJwtId.__table__
-    statement = insert(table).on_conflict_do_nothing().returning(table.c.jti)  # type: ignore[arg-type]
+    statement = dialect_insert(session, m.CdsJwtId).on_conflict_do_nothing().returning(m.CdsJwtId.jti)
     if session.execute(statement, row).first() is None:  # nothing inserted: the id was there
         raise CdsAuthError("jti was used before: a JWT is good for one call")
 

@@ -128,14 +128,18 @@ def child_rows(patient: Patient, raw: dict[str, Any], source: str = "api") -> di
     return rows
 
 
+def dialect_insert(session: Session, model: type[m.Base]) -> Any:
+    """INSERT into the model's table in the session's dialect (PostgreSQL or SQLite: both
+    have ON CONFLICT and RETURNING)."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    return insert(model.__table__)  # type: ignore[arg-type]
+
+
 def insert_ignore(session: Session, model: type[m.Base], rows: Sequence[dict[str, Any]]) -> int:
     """Insert rows whose key is new; rows already stored are left as they are."""
     if not rows:
         return 0
-    table = model.__table__
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).on_conflict_do_nothing()  # type: ignore[arg-type]
+    statement = dialect_insert(session, model).on_conflict_do_nothing()
     result = session.execute(statement, list(rows))
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -146,10 +150,7 @@ def upsert_child(
     """Insert rows, replacing the listed columns of rows already stored (records that can change)."""
     if not rows:
         return
-    table = model.__table__
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table)  # type: ignore[arg-type]
+    statement = dialect_insert(session, model)
     statement = statement.on_conflict_do_update(
         index_elements=["patient_id", "id"], set_={c: statement.excluded[c] for c in update_cols}
     )
