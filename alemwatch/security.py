@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -107,20 +108,29 @@ def start_session(session: Session, user: m.User, settings: Settings) -> tuple[s
     return value, csrf
 
 
-def _active_user(session: Session, user_id: int) -> m.User | None:
-    user = session.get(m.User, user_id)
-    return None if user is None or user.disabled else user
-
-
 def _aware(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def user_for_token(session: Session, token: str) -> m.User | None:
-    row = session.get(m.ApiToken, digest(token))
-    if row is None or row.revoked or _aware(row.expires_at) < m.utcnow():
+_ACTOR_COLUMNS = (m.User.id, m.User.username, m.User.role, m.User.patient_id, m.User.disabled)
+
+
+def _actor(row: Any, via: str) -> Actor:
+    return Actor(row.id, row.username, row.role, row.patient_id, via)
+
+
+def actor_for_token(session: Session, token: str) -> Actor | None:
+    """Who holds an unrevoked, unexpired API token of an active account. One query of
+    columns, not of ORM objects: every API call asks it."""
+    query = (
+        select(*_ACTOR_COLUMNS, m.ApiToken.revoked, m.ApiToken.expires_at)
+        .join(m.ApiToken, m.ApiToken.user_id == m.User.id)
+        .where(m.ApiToken.id == digest(token))
+    )
+    row = session.execute(query).first()
+    if row is None or row.revoked or row.disabled or _aware(row.expires_at) < m.utcnow():
         return None
-    return _active_user(session, row.user_id)
+    return _actor(row, "token")
 
 
 def user_by_name(session: Session, username: str) -> m.User | None:
@@ -129,12 +139,18 @@ def user_by_name(session: Session, username: str) -> m.User | None:
     return None if user is None or user.disabled else user
 
 
-def session_for_cookie(session: Session, value: str) -> tuple[m.User, str] | None:
-    row = session.get(m.WebSession, digest(value))
-    if row is None or _aware(row.expires_at) < m.utcnow():
+def actor_for_cookie(session: Session, value: str) -> tuple[Actor, str] | None:
+    """Who is logged in with an unexpired browser session of an active account, and the
+    session's CSRF token (one query, as for a token)."""
+    query = (
+        select(*_ACTOR_COLUMNS, m.WebSession.csrf_token, m.WebSession.expires_at)
+        .join(m.WebSession, m.WebSession.user_id == m.User.id)
+        .where(m.WebSession.id == digest(value))
+    )
+    row = session.execute(query).first()
+    if row is None or row.disabled or _aware(row.expires_at) < m.utcnow():
         return None
-    user = _active_user(session, row.user_id)
-    return (user, row.csrf_token) if user else None
+    return _actor(row, "session"), row.csrf_token
 
 
 def end_session(session: Session, value: str) -> None:

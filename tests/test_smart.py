@@ -194,9 +194,16 @@ def test_a_forged_or_replayed_state_is_refused(client: TestClient, ehr: FakeEhr)
     assert client.get(f"{callback.path}?{callback.query}", headers=HTML).status_code == 422
 
 
-def test_a_patient_the_registry_does_not_follow_is_a_404_page(client: TestClient, ehr: FakeEhr) -> None:
+def test_a_patient_the_registry_does_not_follow_is_a_404_page(client: TestClient, ehr: FakeEhr, db_url: str) -> None:
     _login(client)
     ehr.patient = "p-unknown"
     landed = _through_the_ehr(client, _launch(client, ehr).headers["location"])
     assert landed.status_code == 404
     assert "not in this registry" in landed.text
+    with session_factory(db_url)() as session:  # the refused launch is in the audit log all the same
+        events = session.execute(select(m.AuditEvent).where(m.AuditEvent.action == "smart_launch")).scalars().all()
+    assert [(e.outcome, e.patient_id, e.detail.get("iss")) for e in events][-1] == (
+        "not-found",
+        None,
+        f"{ehr.base}/fhir",
+    )

@@ -9,10 +9,10 @@ says so: a check that could not run is never shown as a check that found nothing
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Annotated, Any, Literal
 
 import httpx
+import orjson
 from fastapi import APIRouter, Body, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from alemwatch.api.deps import ActorDep, ProtocolDep, RawJsonRoute, SessionDep, 
 from alemwatch.core.assess import assess
 from alemwatch.core.patient import PatientFileError, parse_patient
 from alemwatch.fhir import cds, inbound
-from alemwatch.fhir.inbound import PatientUpdate, Raw
+from alemwatch.fhir.inbound import PatientUpdate
 from alemwatch.protocol.model import Protocol
 from alemwatch.registry.fhir_store import read_entries
 from alemwatch.settings import Settings
@@ -204,7 +204,7 @@ def _gather(body: HookRequest, patient_id: str, settings: Settings) -> tuple[lis
                     problems.append(f"{key}: the EHR's FHIR server answered {answer.status_code}")
                     break
                 try:
-                    document = json.loads(answer.content, object_hook=Raw)
+                    document = orjson.loads(answer.content)
                 except ValueError:
                     problems.append(f"{key}: the EHR's FHIR server answered something that is not JSON")
                     break
@@ -255,23 +255,13 @@ def _registry_cards(
     session: Session, patient_id: str, result: dict[str, Any], protocol: Protocol
 ) -> list[dict[str, Any]]:
     """The registry's open findings for this patient, when it follows them, beyond what the EHR's data shows."""
+    a = m.Alert
     query = (
-        select(m.Alert)
-        .where(m.Alert.patient_id == patient_id, m.Alert.status != "resolved", m.Alert.kind == "finding")
-        .order_by(m.Alert.raised_at)
+        select(a.kind, a.code, a.severity, a.message, a.action, a.rule, a.raised_at)
+        .where(a.patient_id == patient_id, a.status != "resolved", a.kind == "finding")
+        .order_by(a.raised_at)
     )
-    alerts = [
-        {
-            "kind": a.kind,
-            "code": a.code,
-            "severity": a.severity,
-            "message": a.message,
-            "action": a.action,
-            "rule": a.rule,
-            "raised_at": a.raised_at.date().isoformat(),
-        }
-        for a in session.execute(query).scalars()
-    ]
+    alerts = [{**row._asdict(), "raised_at": row.raised_at.date().isoformat()} for row in session.execute(query)]
     return cds.registry_alert_cards(alerts, result, protocol)
 
 

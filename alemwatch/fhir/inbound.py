@@ -87,8 +87,9 @@ class PatientUpdate:
         return sum(len(v) for v in self.records.values())
 
 
-def validate_resource(data: Any, place: str) -> Raw:
-    """`data` as `Raw` once fhir.resources has validated it, or a FhirInputError naming the element."""
+def validate_resource(data: Any, place: str) -> Any:
+    """`data` as its reader takes it (`_readable`) once fhir.resources has validated it, or a
+    FhirInputError naming the element."""
     if not isinstance(data, dict):
         raise FhirInputError([FhirIssue("structure", "must be a JSON object (a FHIR resource)", place)])
     kind = data.get("resourceType")
@@ -106,16 +107,17 @@ def validate_resource(data: Any, place: str) -> Raw:
         model_for(kind).model_validate(data)
     except ValidationError as exc:
         raise FhirInputError([_pydantic_issue(err, place) for err in exc.errors(include_url=False)][:20]) from None
-    return data if isinstance(data, Raw) else _raw(data)
+    return _readable(data)
 
 
 class Raw(dict[str, Any]):
     """A resource as it came in JSON, whose elements also read as attributes (`resource.code`,
-    None when absent); nested objects are `Raw` too (see `_raw`). Every resource the readers
-    get is one: validated by `validate_resource` (what is stored), or not (`read_raw`: an
-    EHR's prefetch data, assessed and never stored, where every element a reader uses is
-    still checked but the rest is not). The hot readers use the dict's own `get`.
-    No FHIR element a reader uses is named like a dict method (get, items, keys, values, ...)."""
+        None when absent); nested objects are `Raw` too (see `_raw`). Every resource the readers
+        get is one: validated by `validate_resource` (what is stored), or not (`read_raw`: an
+        EHR's prefetch data, assessed and never stored, where every element a reader uses is
+        still checked but the rest is not). Observations are not wrapped: their reader uses the
+    dict's own `get` (see `_readable`).
+        No FHIR element a reader uses is named like a dict method (get, items, keys, values, ...)."""
 
     __slots__ = ()
     if TYPE_CHECKING:
@@ -128,13 +130,9 @@ class Raw(dict[str, Any]):
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
 
-    def get_resource_type(self) -> Any:
-        return self.get("resourceType")
-
 
 def _raw(value: Any) -> Any:
-    """A JSON value with every object in it a `Raw` (a copy: the caller's data is not changed).
-    JSON read with `json.loads(text, object_hook=Raw)` is that already, without the copy."""
+    """A JSON value with every object in it a `Raw` (a copy: the caller's data is not changed)."""
     if isinstance(value, dict):
         return Raw({k: _raw(v) if isinstance(v, dict | list) else v for k, v in value.items()})
     if isinstance(value, list):
@@ -142,17 +140,25 @@ def _raw(value: Any) -> Any:
     return value
 
 
-def read_raw(data: Any, place: str) -> Raw:
+def read_raw(data: Any, place: str) -> Any:
     """A resource to read without full validation (see `Raw`); its type must be one we read."""
     if not isinstance(data, dict):
         raise FhirInputError([FhirIssue("structure", "must be a JSON object (a FHIR resource)", place)])
     if data.get("resourceType") not in SUPPORTED:
         got = data.get("resourceType")
         raise FhirInputError([FhirIssue("not-supported", f"resourceType {got!r} is not read", f"{place}.resourceType")])
-    return data if isinstance(data, Raw) else _raw(data)
+    return _readable(data)
 
 
-def set_id(resource: Raw, value: str | None) -> None:
+def _readable(data: dict[str, Any]) -> Any:
+    """A resource as its reader takes it: an Observation (most of what an EHR sends) as the
+    dict it came as, read with the dict's own `get`; the other types as `Raw`."""
+    if isinstance(data, Raw) or data.get("resourceType") == "Observation":
+        return data
+    return _raw(data)
+
+
+def set_id(resource: dict[str, Any], value: str | None) -> None:
     """Give a read resource another id (a validated id is replaced by a shorter form of itself
     or by the request's: both already checked)."""
     resource["id"] = value
@@ -275,9 +281,11 @@ def read_patient(resource: Any, place: str) -> dict[str, Any]:
     return attributes
 
 
-def read_observation(resource: Raw, place: str, protocol: Protocol) -> tuple[str, dict[str, Any]] | FhirIssue:
+def read_observation(
+    resource: dict[str, Any], place: str, protocol: Protocol
+) -> tuple[str, dict[str, Any]] | FhirIssue:
     """A lab result (by LOINC) or a symptom report; ('labs'|'symptoms', record) or a skip.
-    (Most of what an EHR sends: read with the dict's own `get`.)"""
+    (Most of what an EHR sends: a plain dict, read with its own `get`.)"""
     codings = _codings(resource.get("code"))
     if any(c["system"] == codes.CS_SYMPTOM and c["code"] == codes.SYMPTOM_CODE for c in codings):
         day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "issued")
@@ -535,7 +543,7 @@ READERS = {
 }
 
 
-def subject_of(resource: Raw, place: str) -> str:
+def subject_of(resource: dict[str, Any], place: str) -> str:
     name = "patient" if resource.get("resourceType") == "Immunization" else "subject"
     return reference_id(resource.get(name), f"{place}.{name}")
 
@@ -545,7 +553,7 @@ def apply(
 ) -> tuple[str, dict[str, Any]] | FhirIssue:
     """Read one non-Patient resource into the patient's update: (record kind, record), or an
     informational issue saying why nothing is stored."""
-    reader = READERS[resource.get_resource_type()]
+    reader = READERS[resource.get("resourceType")]
     try:
         result = reader(resource, place, protocol) if reader is read_observation else reader(resource, place)  # type: ignore[operator]
     except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:

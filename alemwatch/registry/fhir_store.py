@@ -88,8 +88,9 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             parsed.errors += exc.issues
             continue
         rplace = f"{place}.resource" if bundle else place
-        if resource.get_resource_type() == "Patient":
-            pid = resource.id or (str(uuid.uuid4()) if bundle and method == "POST" else None)
+        kind: str = resource["resourceType"]  # one of inbound.SUPPORTED: checked
+        if kind == "Patient":
+            pid = resource.get("id") or (str(uuid.uuid4()) if bundle and method == "POST" else None)
             if pid is None:
                 parsed.errors.append(FhirIssue("required", "Patient.id is required", f"{rplace}.id"))
                 continue
@@ -107,7 +108,7 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             parsed.entries[n] = (pid, "Patient", pid)
         else:
             resources.append((n, rplace, resource))
-            parsed.entries[n] = (parsed.entries[n][0], resource.get_resource_type(), resource.id)
+            parsed.entries[n] = (parsed.entries[n][0], kind, resource.get("id"))
     for n, rplace, resource in resources:
         try:
             subject = inbound.subject_of(resource, rplace)
@@ -124,20 +125,20 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
                     )
                 subject = local[subject]
             update = parsed.updates.get(subject) or parsed.updates.setdefault(subject, PatientUpdate(subject))
-            if resource.id:
-                inbound.set_id(resource, outbound.local_id(subject, resource.id))
+            if resource.get("id"):
+                inbound.set_id(resource, outbound.local_id(subject, resource["id"]))
             read = inbound.apply(update, resource, rplace, protocol)
         except FhirInputError as exc:
             parsed.errors += exc.issues
             continue
         if isinstance(read, FhirIssue):
             parsed.skipped[n] = read
-            parsed.entries[n] = (subject, resource.get_resource_type(), None)
+            parsed.entries[n] = (subject, resource["resourceType"], None)
             continue
         kind, record = read
         # The id it is stored under (for the answer's location); prefetch data is never stored.
         stored_id = "planned-course" if kind == "planned" else repo.record_id(kind, record) if validate else None
-        parsed.entries[n] = (subject, resource.get_resource_type(), stored_id)
+        parsed.entries[n] = (subject, resource["resourceType"], stored_id)
     for issue in parsed.errors:  # whose entry failed: a batch then stores nothing of that patient
         entry_number = re.match(r"^Bundle\.entry\[(\d+)\]", issue.expression)
         subject = parsed.entries[int(entry_number.group(1))][0] if entry_number else ""
@@ -162,18 +163,20 @@ def _raw_subject(entry: Any, bundle: bool) -> str:
 
 def _check_url(resource: Any, method: str, url: str, place: str) -> None:
     parts = url.split("?")[0].strip("/").split("/")
-    if parts[0] != resource.get_resource_type():
+    kind = resource.get("resourceType")
+    if parts[0] != kind:
         raise FhirInputError(
             [
                 FhirIssue(
                     "value",
-                    f"request.url {url!r} does not name a {resource.get_resource_type()}",
+                    f"request.url {url!r} does not name a {kind}",
                     f"{place}.request.url",
                 )
             ]
         )
     if method == "PUT":
-        if len(parts) != 2 or not inbound.FHIR_ID.match(parts[1]) or (resource.id and resource.id != parts[1]):
+        given = resource.get("id")
+        if len(parts) != 2 or not inbound.FHIR_ID.match(parts[1]) or (given and given != parts[1]):
             raise FhirInputError(
                 [FhirIssue("value", "PUT needs request.url Type/id with the resource's own id", f"{place}.request.url")]
             )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from alemwatch.api.deps import SESSION_COOKIE, ActorDep, ProtocolDep, SessionDep, SettingsDep, client_ip
 from alemwatch.protocol.model import Protocol
-from alemwatch.security import Actor, session_for_cookie
+from alemwatch.security import Actor, actor_for_cookie
 from alemwatch.settings import Settings
 from alemwatch.store import audit
 from alemwatch.web import present
@@ -93,7 +93,7 @@ def web_context(
     csrf = None
     cookie = request.cookies.get(SESSION_COOKIE)
     if actor.via == "session" and cookie:
-        found = session_for_cookie(session, cookie)
+        found = actor_for_cookie(session, cookie)
         csrf = found[1] if found else None
     return Ctx(request, session, protocol, settings, actor, csrf, dt.date.today())
 

@@ -148,7 +148,9 @@ def callback(ctx: CtxDep, code: str = "", state: str = "", error: str = "") -> R
     if not isinstance(patient_id, str) or not patient_id:
         raise _refuse(400, "the EHR's launch context names no patient")
     if ctx.session.get(m.Patient, patient_id) is None:
-        ctx.audit("smart_launch", "/smart/callback", None, iss=saved["iss"], outcome="patient not in registry")
+        # Kept although the answer is an error (the request's transaction then rolls back).
+        ctx.audit("smart_launch", "/smart/callback", None, iss=saved["iss"], outcome="not-found")
+        ctx.session.commit()
         raise _refuse(404, f"the EHR's patient {patient_id} is not in this registry")
     ctx.audit("smart_launch", "/smart/callback", patient_id, iss=saved["iss"])
     response = see_other(f"/patients/{quote(patient_id, safe='')}")
