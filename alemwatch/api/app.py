@@ -119,6 +119,13 @@ class RequestLog:
             log.info("%s %s %s %.1f ms", scope["method"], path, said, (time.perf_counter() - started) * 1000)
 
 
+# A request decodes tens of thousands of objects (a Bundle, an EHR's prefetch) that all stay
+# alive until it ends: with the default 700 the collector scans them again and again while
+# they are built. 10,000 allocations between young collections (measured on a CDS call with
+# 337 Observations: 10.3 -> 9.4 ms of CPU); cycles are still collected, a little later.
+GC_YOUNG_THRESHOLD = 10_000
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -130,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # cost of what it made, not of the whole heap (an EHR's prefetch is many small objects).
         gc.collect()
         gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         yield
 
     app = FastAPI(

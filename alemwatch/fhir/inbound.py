@@ -286,8 +286,18 @@ def read_observation(
 ) -> tuple[str, dict[str, Any]] | FhirIssue:
     """A lab result (by LOINC) or a symptom report; ('labs'|'symptoms', record) or a skip.
     (Most of what an EHR sends: a plain dict, read with its own `get`.)"""
-    codings = _codings(resource.get("code"))
-    if any(c["system"] == codes.CS_SYMPTOM and c["code"] == codes.SYMPTOM_CODE for c in codings):
+    concept = resource.get("code")
+    codings = (concept.get("coding") or []) if concept else []
+    by_loinc = _analytes_by_loinc(protocol)
+    analyte, symptom = None, False
+    for coding in codings:  # one pass: the first LOINC code we follow, and whether it is a symptom report
+        system, code = coding.get("system"), coding.get("code")
+        if system == codes.CS_SYMPTOM and code == codes.SYMPTOM_CODE:
+            symptom = True
+            break
+        if analyte is None and system == codes.LOINC:
+            analyte = by_loinc.get(code)
+    if symptom:
         day, _ = _effective(resource, place, "effectiveDateTime", "effectivePeriod", "issued")
         words = resource.get("valueString")
         if not words:
@@ -297,10 +307,8 @@ def read_observation(
     status = resource.get("status")
     if status not in STORED_LAB_STATUS:
         return FhirIssue("informational", f"not stored: status {status!r}", f"{place}.status", "information")
-    by_loinc = _analytes_by_loinc(protocol)
-    analyte = next((by_loinc[c["code"]] for c in codings if c["system"] == codes.LOINC and c["code"] in by_loinc), None)
     if analyte is None:
-        shown = ", ".join(f"{c['system']}|{c['code']}" for c in codings) or "none"
+        shown = ", ".join(f"{c['system']}|{c['code']}" for c in _codings(concept)) or "none"
         raise FhirInputError(
             [FhirIssue("code-invalid", f"no LOINC code this protocol follows (got {shown})", f"{place}.code")]
         )
