@@ -226,9 +226,12 @@ def patient_file(session: Session, patient_id: str, ids: bool = False) -> dict[s
 
     def rows(model: Any) -> list[Any]:
         # Same-day records in id order: deterministic, so every reader sees the same "latest".
-        order = model.date if hasattr(model, "date") else model.start
-        query = select(model).where(model.patient_id == patient_id).order_by(order, model.id)
-        return list(session.execute(query).scalars())
+        # Read as rows of columns, not ORM objects: a patient has hundreds of results, read
+        # back on every re-assessment, and nothing here changes them.
+        table = model.__table__
+        order = table.c.date if "date" in table.c else table.c.start
+        query = select(*table.c).where(table.c.patient_id == patient_id).order_by(order, table.c.id)
+        return list(session.execute(query))
 
     data: dict[str, Any] = {"id": row.id, "sex": row.sex, "screening": row.screening}
     if row.birth_date:
@@ -256,7 +259,7 @@ def patient_file(session: Session, patient_id: str, ids: bool = False) -> dict[s
     return data
 
 
-def _infusion_json(row: m.Infusion) -> dict[str, Any]:
+def _infusion_json(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"date": row.date.isoformat()}
     if row.premedication is not None:
         out["premedication"] = row.premedication
@@ -269,7 +272,7 @@ def _infusion_json(row: m.Infusion) -> dict[str, Any]:
     return out
 
 
-def _lab_json(row: m.LabResult) -> dict[str, Any]:
+def _lab_json(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id,
         "test": row.test,
