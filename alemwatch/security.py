@@ -112,11 +112,7 @@ def _aware(moment: dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-_ACTOR_COLUMNS = (m.User.id, m.User.username, m.User.role, m.User.patient_id, m.User.disabled)
-
-
-def _actor(row: Any, via: str) -> Actor:
-    return Actor(row.id, row.username, row.role, row.patient_id, via)
+_ACTOR_COLUMNS = (m.User.id, m.User.username, m.User.role, m.User.patient_id, m.User.disabled)  # for actor_for
 
 
 def actor_for_token(session: Session, token: str) -> Actor | None:
@@ -130,7 +126,7 @@ def actor_for_token(session: Session, token: str) -> Actor | None:
     row = session.execute(query).first()
     if row is None or row.revoked or row.disabled or _aware(row.expires_at) < m.utcnow():
         return None
-    return _actor(row, "token")
+    return actor_for(row, "token")
 
 
 def user_by_name(session: Session, username: str) -> m.User | None:
@@ -150,7 +146,7 @@ def actor_for_cookie(session: Session, value: str) -> tuple[Actor, str] | None:
     row = session.execute(query).first()
     if row is None or row.disabled or _aware(row.expires_at) < m.utcnow():
         return None
-    return _actor(row, "session"), row.csrf_token
+    return actor_for(row, "session"), row.csrf_token
 
 
 def end_session(session: Session, value: str) -> None:
@@ -159,5 +155,6 @@ def end_session(session: Session, value: str) -> None:
         session.delete(row)
 
 
-def actor_for(user: m.User, via: str) -> Actor:
+def actor_for(user: Any, via: str) -> Actor:
+    """The Actor of a user (an ORM User, or a row of `_ACTOR_COLUMNS`)."""
     return Actor(user.id, user.username, user.role, user.patient_id, via)

@@ -112,12 +112,12 @@ def validate_resource(data: Any, place: str) -> Any:
 
 class Raw(dict[str, Any]):
     """A resource as it came in JSON, whose elements also read as attributes (`resource.code`,
-        None when absent); nested objects are `Raw` too (see `_raw`). Every resource the readers
-        get is one: validated by `validate_resource` (what is stored), or not (`read_raw`: an
-        EHR's prefetch data, assessed and never stored, where every element a reader uses is
-        still checked but the rest is not). Observations are not wrapped: their reader uses the
+    None when absent); nested objects are `Raw` too (see `_raw`). The readers of every type but
+    Observation get one: validated by `validate_resource` (what is stored), or not (`read_raw`:
+    an EHR's prefetch data, assessed and never stored, where every element a reader uses is
+    still checked but the rest is not). Observations are not wrapped: their reader uses the
     dict's own `get` (see `_readable`).
-        No FHIR element a reader uses is named like a dict method (get, items, keys, values, ...)."""
+    No FHIR element a reader uses is named like a dict method (get, items, keys, values, ...)."""
 
     __slots__ = ()
     if TYPE_CHECKING:

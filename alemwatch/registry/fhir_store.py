@@ -88,8 +88,8 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             parsed.errors += exc.issues
             continue
         rplace = f"{place}.resource" if bundle else place
-        kind: str = resource["resourceType"]  # one of inbound.SUPPORTED: checked
-        if kind == "Patient":
+        resource_type: str = resource["resourceType"]  # one of inbound.SUPPORTED: checked
+        if resource_type == "Patient":
             pid = resource.get("id") or (str(uuid.uuid4()) if bundle and method == "POST" else None)
             if pid is None:
                 parsed.errors.append(FhirIssue("required", "Patient.id is required", f"{rplace}.id"))
@@ -108,7 +108,7 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             parsed.entries[n] = (pid, "Patient", pid)
         else:
             resources.append((n, rplace, resource))
-            parsed.entries[n] = (parsed.entries[n][0], kind, resource.get("id"))
+            parsed.entries[n] = (parsed.entries[n][0], resource_type, resource.get("id"))
     for n, rplace, resource in resources:
         try:
             subject = inbound.subject_of(resource, rplace)

@@ -31,7 +31,6 @@ def record(
     # object, and the ORM's unit of work would cost more than the statement.
     session.execute(
         insert(m.AuditEvent).values(
-            at=m.utcnow(),
             user_id=actor.user_id,
             username=actor.username,
             role=actor.role,
