@@ -23,8 +23,10 @@ from alemwatch.api import cds, fhir
 from alemwatch.api.deps import authorize
 from alemwatch.api.guard import RequestGuard
 from alemwatch.api.routes import router
+from alemwatch.core.findings import triage_engine
 from alemwatch.core.patient import PatientFileError
 from alemwatch.fhir.inbound import FhirInputError, FhirIssue
+from alemwatch.protocol.load import load_protocol
 from alemwatch.registry.alerts import AlertStateError
 from alemwatch.settings import Settings, get_settings
 from alemwatch.store.db import NotMigrated, ensure_migrated
@@ -132,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_migrated(settings.database_url)  # refuse to serve an unmigrated database
+        triage_engine(load_protocol(settings.jurisdiction)).warm()
         # What start-up made (the protocol, the FHIR models, the routes) lives as long as the
         # process: kept out of the collector's passes, a request's garbage is collected at the
         # cost of what it made, not of the whole heap (an EHR's prefetch is many small objects).

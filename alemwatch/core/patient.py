@@ -175,22 +175,46 @@ class Patient(Record):
         return infusions
 
 
-_FACTORS: dict[int, tuple[dict[str, float], dict[str, float]]] = {}
-
-
-def _unit_factor(units: dict[str, float], unit: str) -> float | None:
-    """The factor of `unit` among an analyte's units, by normalised spelling (the table kept
-    per units mapping: the same few, for every lab result)."""
-    found = _FACTORS.get(id(units))
-    if found is None or found[0] is not units:
-        found = (units, {_unit_key(u): f for u, f in units.items()})
-        _FACTORS[id(units)] = found
-    return found[1].get(_unit_key(unit))
-
-
 @functools.lru_cache(maxsize=4096)
 def _unit_key(unit: str) -> str:
     return unit.strip().replace("µ", "u").replace("μ", "u").replace(" ", "").lower()
+
+
+# What a (test, unit) pair resolves to under one protocol: its analyte, plausible range and unit
+# factor. A lab system sends the same few pairs for every result, so each is worked out once
+# (only pairs that resolve are kept; the table is emptied when it grows past _LOOKUP_LIMIT).
+_LOOKUPS: dict[int, tuple[Protocol, dict[tuple[str, str], tuple[str, float, float, float]]]] = {}
+_LOOKUP_LIMIT = 4096
+
+
+def _lookup(protocol: Protocol, test: str, unit: str) -> tuple[str, float, float, float]:
+    """(analyte, unit factor, plausible low, plausible high) of a lab result; ValueError naming
+    the field when the test or the unit is not one of the protocol's."""
+    held = _LOOKUPS.get(id(protocol))
+    if held is None or held[0] is not protocol:
+        held = (protocol, {})
+        _LOOKUPS[id(protocol)] = held
+    table = held[1]
+    found = table.get((test, unit))
+    if found is not None:
+        return found
+    analyte = _known_analyte(protocol, test)
+    spec = protocol.analytes[analyte]  # type: ignore[index]
+    wanted = _unit_key(unit)
+    factor = next((f for u, f in spec.units.items() if _unit_key(u) == wanted), None)
+    if factor is None:
+        raise ValueError(f"unit: {unit!r} is not a unit of {spec.name}; use one of {', '.join(spec.units)}")
+    if len(table) >= _LOOKUP_LIMIT:
+        table.clear()
+    found = table[(test, unit)] = (analyte, factor, *spec.plausible)
+    return found
+
+
+def _known_analyte(protocol: Protocol, test: str) -> str:
+    analyte = resolve_analyte(protocol, test)
+    if analyte is None:
+        raise ValueError(f"test: unknown test {test!r}; use one of {', '.join(protocol.analytes)} or their LOINC codes")
+    return analyte
 
 
 def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
@@ -198,26 +222,21 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
     test = data.get("test")
     if not isinstance(test, str):
         raise ValueError("test: must be an analyte name or a LOINC code")
-    analyte = resolve_analyte(protocol, test)
-    if analyte is None:
-        raise ValueError(f"test: unknown test {test!r}; use one of {', '.join(protocol.analytes)} or their LOINC codes")
-    spec = protocol.analytes[analyte]  # type: ignore[index]
     unit = data.get("unit")
     if not isinstance(unit, str):
+        _known_analyte(protocol, test)  # an unknown test is named first
         raise ValueError("unit: must be a UCUM unit string")
-    factor = _unit_factor(spec.units, unit)
-    if factor is None:
-        raise ValueError(f"unit: {unit!r} is not a unit of {spec.name}; use one of {', '.join(spec.units)}")
-    out = dict(data)
+    analyte, factor, low, high = _lookup(protocol, test, unit)
     value = data.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"value: must be a number, got {value!r}")
     if not _finite(value):
         raise ValueError(f"value: must be a finite number, got {value!r}")
     canonical = float(value) * factor
-    low, high = spec.plausible
     if not low <= canonical <= high:
-        raise ValueError(f"value: {value} {unit} is outside the plausible range for {spec.name}")
+        name = protocol.analytes[analyte].name  # type: ignore[index]
+        raise ValueError(f"value: {value} {unit} is outside the plausible range for {name}")
+    out = dict(data)
     out["analyte"] = analyte
     out["canonical"] = canonical
     for bound in ("ref_low", "ref_high"):
@@ -226,11 +245,8 @@ def normalise_lab(protocol: Protocol, data: dict[str, Any]) -> dict[str, Any]:
             if isinstance(raw, bool) or not isinstance(raw, int | float) or not _finite(raw):
                 raise ValueError(f"{bound}: must be a finite number, got {raw!r}")
             out[f"canonical_{bound}"] = float(raw) * factor
-    if (
-        out.get("canonical_ref_low") is not None
-        and out.get("canonical_ref_high") is not None
-        and out["canonical_ref_low"] > out["canonical_ref_high"]
-    ):
+    ref_low, ref_high = out.get("canonical_ref_low"), out.get("canonical_ref_high")
+    if ref_low is not None and ref_high is not None and ref_low > ref_high:
         raise ValueError("ref_low: is above ref_high")
     return out
 

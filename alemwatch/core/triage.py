@@ -99,6 +99,11 @@ class TriageEngine:
 
     # --- text preparation -----------------------------------------------------------
 
+    def warm(self) -> None:
+        """Build the lazily made tables (the English word list, the spelling targets) now, so
+        that the first report a server process triages is not the one that waits for them."""
+        _ = (self._english, self._targets, self._anagrams)
+
     @cached_property
     def _english(self) -> dict[str, int]:
         from spellchecker import SpellChecker
