@@ -37,8 +37,14 @@ What it measures, all in this one run:
   to finish its backlog (a request the client gave up on still runs to the end).
 
 For every phase it also prints the CPU seconds each server worker spent (read from /proc: how
-evenly the workers shared the load) and what the server logged (its log is kept in
-artifacts/interop-bench-server-<backend>.log).
+evenly the workers shared the load; the ingest's from the end of its warm-up, a CDS run's from
+the end of its serial calls) and what the server logged (its log is kept in
+artifacts/interop-bench-server-<backend>.log). From the CPU it prints the cost of the work: server
+CPU per Observation ingested and per CDS call (over the serial calls), and the most the machine's
+cores could do at that cost with nothing else running: the ceiling the targets meet here. The
+header times two fixed pieces of work (decoding the median CDS body, a pure-Python loop) as a
+measure of how fast the machine is that day: shared machines vary, and figures from two runs
+compare only with it.
 
 Ratios: for latency measured/target (below 1 = met); for throughput measured/target (1 or
 more = met). The load process shares the machine's cores with the server, as an EHR on the
@@ -76,7 +82,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -84,6 +90,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from sqlalchemy import create_engine, text
 
 from alemwatch.demo import build_cohort, build_patient
@@ -100,6 +107,7 @@ INGEST_TARGET = 10_000.0  # Observations per second (PostgreSQL)
 CDS_P99_TARGET_MS = 50.0
 WARMUP_BUNDLES = 4  # extra demo patients sent before the timing (both workers import and warm up)
 SERIAL_CALLS = 20  # unloaded CDS calls, one after another, before each open loop
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 SETTLE_TIMEOUT_S = 90.0  # how long the server may take to finish a backlog between CDS runs
 START_TIMEOUT_S = 60.0
 USERNAME = "bench-ehr"
@@ -203,9 +211,10 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def _ingest_load(spec: dict[str, Any], results: Any) -> None:
-    """Send every Bundle of the file once, `connections` at a time; put the figures on `results`."""
+    """Send every Bundle of the file once, `connections` at a time; put the figures on `results`
+    (and a phase message when the warm-up is done)."""
     try:
-        results.put(asyncio.run(_ingest(spec)))
+        results.put(asyncio.run(_ingest({**spec, "phases": results})))
     except BaseException as exc:  # the parent reports it; never hang it
         results.put({"exception": f"{type(exc).__name__}: {exc}"})
 
@@ -251,6 +260,7 @@ async def _ingest(spec: dict[str, Any]) -> dict[str, Any]:
 
         await asyncio.gather(*(send(body, False) for body in warmup))
         out["warmup_error"], out["first_error"] = out["first_error"], None
+        spec["phases"].put({"phase": "warmed up"})
         todo = iter(bodies)
         deadline = time.monotonic() + spec["deadline"]
 
@@ -268,9 +278,10 @@ async def _ingest(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cds_load(spec: dict[str, Any], results: Any) -> None:
-    """Serial calls, then the open loop at spec['rate'] for spec['seconds']; figures on `results`."""
+    """Serial calls, then the open loop at spec['rate'] for spec['seconds']; figures on `results`
+    (and a phase message when the serial calls are done)."""
     try:
-        results.put(asyncio.run(_cds(spec)))
+        results.put(asyncio.run(_cds({**spec, "phases": results})))
     except BaseException as exc:
         results.put({"exception": f"{type(exc).__name__}: {exc}"})
 
@@ -297,6 +308,7 @@ async def _cds(spec: dict[str, Any]) -> dict[str, Any]:
                 return out
             out["cards"] = [(c["indicator"], c["summary"]) for c in answer.json()["cards"]]
         out["serial"] = serial
+        spec["phases"].put({"phase": "serial calls done"})
 
         count = int(spec["rate"] * spec["seconds"])
         latencies: list[float] = []
@@ -344,14 +356,23 @@ async def _cds(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_load(target: Any, spec: dict[str, Any], budget: float) -> dict[str, Any]:
-    """Run one load function in a spawned process; its figures, or an exception if it fails."""
+def run_load(
+    target: Any, spec: dict[str, Any], budget: float, on_phase: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Run one load function in a spawned process; its figures, or an exception if it fails.
+    A message {"phase": name} it sends on the way (warm-up done, say) calls `on_phase(name)`."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     process = context.Process(target=target, args=(spec, results), daemon=True)
     process.start()
+    deadline = time.monotonic() + budget
     try:
-        out: dict[str, Any] = results.get(timeout=budget)
+        while True:
+            out: dict[str, Any] = results.get(timeout=max(0.0, deadline - time.monotonic()))
+            if "phase" not in out:
+                break
+            if on_phase is not None:
+                on_phase(out["phase"])
     except BaseException as exc:  # no result in time, or stopped: the load process goes at once
         process.terminate()
         process.join(timeout=5)
@@ -448,12 +469,23 @@ class Server:
         return f"{len(lines):,} lines, {sum(kinds.values()):,} ERROR entries" + (f" ({top})" if top else "")
 
 
-def cpu_split(before: dict[int, float], after: dict[int, float]) -> tuple[str, float | None]:
-    """CPU seconds each worker spent between two readings, busiest first, and the busiest's share."""
+def cpu_split(before: dict[int, float], after: dict[int, float]) -> tuple[str, float | None, float]:
+    """CPU seconds each worker spent between two readings, busiest first; the busiest's share;
+    the total."""
     spent = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
     total = sum(spent)
     share = spent[0] / total if total > 0 and len(spent) > 1 else None
-    return " + ".join(f"{x:.1f}" for x in spent) + " s" + (f" (busiest {share:.0%})" if share else ""), share
+    return " + ".join(f"{x:.1f}" for x in spent) + " s" + (f" (busiest {share:.0%})" if share else ""), share, total
+
+
+def cpu_marks(server: Server) -> tuple[dict[str, dict[int, float]], Callable[[str], None]]:
+    """The workers' CPU now (as "start"), and a function that reads it again under a phase's name."""
+    marks = {"start": server.worker_cpu()}
+
+    def mark(phase: str) -> None:
+        marks[phase] = server.worker_cpu()
+
+    return marks, mark
 
 
 @contextmanager
@@ -588,9 +620,11 @@ def run_backend(
                 "close": args.close_connections,
             }
             say(f"{backend}: ingest of {args.patients:,} Bundles, {args.connections} connections ...")
-            cpu_before, log_before = server.worker_cpu(), len(server.log_lines())
-            result = run_load(_ingest_load, spec, args.ingest_timeout + args.request_timeout + 120)
-            result["worker_cpu"] = cpu_split(cpu_before, server.worker_cpu())
+            log_before = len(server.log_lines())
+            marks, mark = cpu_marks(server)
+            result = run_load(_ingest_load, spec, args.ingest_timeout + args.request_timeout + 120, mark)
+            # From the end of the warm-up (the first requests of a worker import and build what it keeps).
+            result["worker_cpu"] = cpu_split(marks.get("warmed up", marks["start"]), server.worker_cpu())
             result["server_log"] = server.log_summary(log_before)
             load = os.getloadavg()[0]
             check = verify(url, cohort["expected"])
@@ -653,9 +687,12 @@ def run_cds(server: Server, token: str, args: argparse.Namespace, cohort: dict[s
             }
             say(f"CDS patient-view, {label} patient, {rate:g}/s for {args.cds_seconds:g} s ...")
             budget = SERIAL_CALLS * args.cds_timeout + args.cds_seconds + args.cds_timeout + 120
-            cpu_before, log_before = server.worker_cpu(), len(server.log_lines())
-            result = run_load(_cds_load, spec, budget)
-            result["worker_cpu"] = cpu_split(cpu_before, server.worker_cpu())
+            log_before = len(server.log_lines())
+            marks, mark = cpu_marks(server)
+            result = run_load(_cds_load, spec, budget, mark)
+            result["worker_cpu"] = cpu_split(marks.get("serial calls done", marks["start"]), server.worker_cpu())
+            if "serial calls done" in marks:
+                result["serial_cpu"] = cpu_split(marks["start"], marks["serial calls done"])[2] / SERIAL_CALLS
             result["server_log"] = server.log_summary(log_before)
             load = os.getloadavg()[0]
             run = CdsRun(
@@ -750,6 +787,25 @@ def _ratio(measured: float | None, target: float, higher_is_better: bool) -> str
     return f"{ratio:.3f} x target ({'met' if met else 'NOT met'})"
 
 
+def speed_reference(cohort: dict[str, Any]) -> str:
+    """Two fixed pieces of work timed here (best of several): how fast this machine is today,
+    to compare runs on other days or machines (shared machines vary)."""
+    files = cohort["cds"]["median"]
+    body = files["prefix"].read_bytes() + HOOK_PLACEHOLDER.encode() + files["suffix"].read_bytes()
+    decode = min(_timed(lambda: orjson.loads(body)) for _ in range(20))
+    loop = min(_timed(lambda: sum(range(1_000_000))) for _ in range(5))
+    return (
+        f"speed of this machine now: orjson decodes the median CDS request body ({len(body) / 1024:,.0f} KiB) "
+        f"in {decode * 1000:.2f} ms; a pure-Python loop (sum of range(1,000,000)) takes {loop * 1000:.1f} ms"
+    )
+
+
+def _timed(work: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def print_header(args: argparse.Namespace, cohort: dict[str, Any]) -> None:
     print("alemwatch interoperability benchmark (FHIR transaction ingest, CDS Hooks patient-view)")
     for line in machine_facts():
@@ -764,6 +820,7 @@ def print_header(args: argparse.Namespace, cohort: dict[str, Any]) -> None:
         f"{args.connections} {'new connections a Bundle' if args.close_connections else 'keep-alive connections'} "
         "for ingest, an open loop for CDS"
     )
+    print(f"  {speed_reference(cohort)}")
     if cohort["duplicates"]:
         print(
             f"  note: {cohort['duplicates']} Observations repeat another of the same patient exactly (same test, "
@@ -806,8 +863,13 @@ def print_ingest(r: Ingest, args: argparse.Namespace) -> None:
         print(f"  first error: {res['first_error']}")
     if res.get("warmup_error"):
         print(f"  warm-up error: {res['warmup_error']}")
-    cpu, share = res["worker_cpu"]
+    cpu, share, total = res["worker_cpu"]
     print(f"  server workers' CPU during the ingest: {cpu}")
+    if total > 0 and sent_obs:
+        print(
+            f"  = {total / sent_obs * 1e6:,.0f} us of server CPU an Observation: at that cost the machine's "
+            f"{CORES} cores, doing nothing else, would ingest at most {CORES * sent_obs / total:,.0f} Observations/s"
+        )
     if share is not None and share > 0.75:
         print(
             f"  NOTE: one worker did {share:.0%} of the work: the kernel gives each of the {args.connections} "
@@ -854,6 +916,12 @@ def print_cds(run: CdsRun, args: argparse.Namespace) -> None:
             f"  unloaded, {len(serial)} calls one after another: p50 {_ms(statistics.median(serial))} ms, "
             f"min {_ms(min(serial))} ms, max {_ms(max(serial))} ms"
         )
+        if res.get("serial_cpu"):
+            cost = res["serial_cpu"]
+            print(
+                f"  = {cost * 1000:.1f} ms of server CPU a call: at that cost the machine's {CORES} cores, doing "
+                f"nothing else, would answer at most {CORES / cost:,.0f} calls/s"
+            )
         print(
             f"  open loop, {args.cds_seconds:g} s each, at most {args.cds_connections} at the server; latencies of "
             "the 200 answers, from the scheduled send"
