@@ -182,9 +182,11 @@ def _unit_key(unit: str) -> str:
 
 # What a (test, unit) pair resolves to under one protocol: its analyte, plausible range and unit
 # factor. A lab system sends the same few pairs for every result, so each is worked out once
-# (only pairs that resolve are kept; the table is emptied when it grows past _LOOKUP_LIMIT).
+# (only pairs that resolve are kept; a table is emptied when it grows past _LOOKUP_LIMIT). The
+# protocol models are frozen: what a pair resolves to cannot change under a protocol.
 _LOOKUPS: dict[int, tuple[Protocol, dict[tuple[str, str], tuple[str, float, float, float]]]] = {}
-_LOOKUP_LIMIT = 4096
+_LOOKUP_LIMIT = 4096  # pairs a protocol
+_PROTOCOLS_KEPT = 16
 
 
 def _lookup(protocol: Protocol, test: str, unit: str) -> tuple[str, float, float, float]:
@@ -192,6 +194,8 @@ def _lookup(protocol: Protocol, test: str, unit: str) -> tuple[str, float, float
     the field when the test or the unit is not one of the protocol's."""
     held = _LOOKUPS.get(id(protocol))
     if held is None or held[0] is not protocol:
+        if len(_LOOKUPS) >= _PROTOCOLS_KEPT:  # protocols made and dropped (tests, reloads): not kept alive
+            _LOOKUPS.clear()
         held = (protocol, {})
         _LOOKUPS[id(protocol)] = held
     table = held[1]
