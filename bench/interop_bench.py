@@ -44,7 +44,12 @@ CPU per Observation ingested and per CDS call (over the serial calls), and the m
 cores could do at that cost with nothing else running: the ceiling the targets meet here. The
 header times two fixed pieces of work (decoding the median CDS body, a pure-Python loop) as a
 measure of how fast the machine is that day: shared machines vary, and figures from two runs
-compare only with it.
+compare only with it. It also times the work itself in this process, with the server's own
+functions but no HTTP, authentication, database or audit (`work_costs`): fhir.resources
+validating an Observation, a Bundle validated, read and its patient assessed (per Observation),
+and a patient-view call's body decoded, read and assessed into cards; with the most the cores
+could do at that cost, and, beside each phase's server CPU, the share of it that this work is
+(the rest is what serving adds).
 
 Ratios: for latency measured/target (below 1 = met); for throughput measured/target (1 or
 more = met). The load process shares the machine's cores with the server, as an EHR on the
@@ -93,11 +98,16 @@ import httpx
 import orjson
 from sqlalchemy import create_engine, text
 
+from alemwatch.api import cds as cds_api
+from alemwatch.core.assess import assess
+from alemwatch.core.patient import parse_patient
 from alemwatch.demo import build_cohort, build_patient
-from alemwatch.fhir import outbound
+from alemwatch.fhir import inbound, outbound
 from alemwatch.fhir.cds import PATIENT_VIEW, PREFETCH
 from alemwatch.protocol.load import load_protocol
+from alemwatch.registry.fhir_store import read_entries
 from alemwatch.security import create_user
+from alemwatch.settings import Settings
 from alemwatch.store.db import get_engine, transaction, upgrade
 from alemwatch.store.repo import content_id
 
@@ -107,6 +117,8 @@ INGEST_TARGET = 10_000.0  # Observations per second (PostgreSQL)
 CDS_P99_TARGET_MS = 50.0
 WARMUP_BUNDLES = 4  # extra demo patients sent before the timing (both workers import and warm up)
 SERIAL_CALLS = 20  # unloaded CDS calls, one after another, before each open loop
+WORK_BUNDLES = 8  # Bundles whose work is also timed in this process (no HTTP, no database)
+WORK_CALLS = 10  # CDS calls of each size whose work is also timed in this process
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # usable
 SETTLE_TIMEOUT_S = 90.0  # how long the server may take to finish a backlog between CDS runs
 START_TIMEOUT_S = 60.0
@@ -585,6 +597,7 @@ class Ingest:
     result: dict[str, Any]
     check: list[str]
     load: float
+    work_us: float  # the work itself an Observation, timed in this process (`work_costs`)
 
 
 @dataclass
@@ -597,6 +610,7 @@ class CdsRun:
     load: float
     body_kib: float
     timeout: float
+    work_ms: float  # the work itself a call, timed in this process (`work_costs`)
 
 
 def run_backend(
@@ -636,6 +650,7 @@ def run_backend(
                 result,
                 check,
                 load,
+                cohort["work"]["ingest_us"],
             )
             print_ingest(ingest, args)
             runs: list[CdsRun] = []
@@ -696,7 +711,15 @@ def run_cds(server: Server, token: str, args: argparse.Namespace, cohort: dict[s
             result["server_log"] = server.log_summary(log_before)
             load = os.getloadavg()[0]
             run = CdsRun(
-                label, files["observations"], rate, result, settled, load, files["bytes"] / 1024, args.cds_timeout
+                label,
+                files["observations"],
+                rate,
+                result,
+                settled,
+                load,
+                files["bytes"] / 1024,
+                args.cds_timeout,
+                cohort["work"]["cds"][label],
             )
             print_cds(run, args)
             runs.append(run)
@@ -799,6 +822,76 @@ def speed_reference(cohort: dict[str, Any]) -> str:
     )
 
 
+def work_costs(cohort: dict[str, Any]) -> dict[str, Any]:
+    """The work the server does for a Bundle and for a CDS call, timed here with the server's own
+    functions but without HTTP, authentication, the database or the audit log: the part of the
+    server's CPU a unit that serving it does not add. fhir.resources validating an Observation
+    (`inbound.validate_resource`, which the ingest runs on every resource); a Bundle read
+    (`read_entries`: validation and reading) and its patient assessed (`parse_patient`,
+    `assess`), per Observation; a patient-view call's body decoded and its data read and assessed
+    into cards (`alemwatch.api.cds._gather` and `_cards`), per call (the median of WORK_CALLS)."""
+    protocol = load_protocol(JURISDICTION)
+    as_of = dt.date.fromisoformat(cohort["as_of"])
+    with cohort["bundles"].open("rb") as lines:
+        encoded = [line for _, line in zip(range(WORK_BUNDLES), lines, strict=False)]
+    observations = [
+        e["resource"]
+        for line in encoded
+        for e in orjson.loads(line)["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    ]
+    for resource in observations[:50]:  # the models are imported and built on first use
+        inbound.validate_resource(resource, "bench")
+    validate = min(_timed(lambda: [inbound.validate_resource(r, "bench") for r in observations]) for _ in range(3))
+
+    def ingest_work() -> None:
+        for line in encoded:
+            parsed = read_entries(orjson.loads(line)["entry"], protocol)  # decoded again: reading changes it
+            for update in parsed.updates.values():
+                assess(parse_patient(inbound.merge(None, update), protocol), protocol, as_of)
+
+    ingest_work()
+    read_assess = min(_timed(ingest_work) for _ in range(3))
+    settings = Settings()
+    cds: dict[str, float] = {}
+    for label, files in cohort["cds"].items():
+        body = files["prefix"].read_bytes() + HOOK_PLACEHOLDER.encode() + files["suffix"].read_bytes()
+
+        def call(body: bytes = body) -> None:
+            request = cds_api.HookRequest.model_validate(orjson.loads(body))
+            patient_id = str(request.context["patientId"])
+            resources, problems = cds_api._gather(request, patient_id, settings)
+            cds_api._cards("patient-view", resources, problems, patient_id, protocol, [])
+
+        call()
+        cds[label] = statistics.median(_timed(call) for _ in range(WORK_CALLS))
+    return {
+        "validate_us": validate / len(observations) * 1e6,
+        "ingest_us": read_assess / len(observations) * 1e6,
+        "observations": len(observations),
+        "cds": cds,
+    }
+
+
+def print_work(cohort: dict[str, Any]) -> None:
+    work = cohort["work"]
+    print("  the work itself, timed in this process (no HTTP, no authentication, no database, no audit):")
+    print(
+        f"    fhir.resources validating an Observation: {work['validate_us']:,.0f} us (of {work['observations']:,}); "
+        f"that alone, on {CORES} cores doing nothing else, allows at most "
+        f"{CORES / work['validate_us'] * 1e6:,.0f} Observations/s"
+    )
+    print(
+        f"    a Bundle validated and read and its patient assessed: {work['ingest_us']:,.0f} us an Observation: "
+        f"at most {CORES / work['ingest_us'] * 1e6:,.0f} Observations/s"
+    )
+    for label, cost in work["cds"].items():
+        print(
+            f"    a patient-view call, {label} patient (body decoded, resources read, patient assessed, cards): "
+            f"{cost * 1000:.1f} ms: at most {CORES / cost:,.0f} calls/s"
+        )
+
+
 def _timed(work: Callable[[], Any]) -> float:
     started = time.perf_counter()
     work()
@@ -820,6 +913,7 @@ def print_header(args: argparse.Namespace, cohort: dict[str, Any]) -> None:
         "for ingest, an open loop for CDS"
     )
     print(f"  {speed_reference(cohort)}")
+    print_work(cohort)
     if cohort["duplicates"]:
         print(
             f"  note: {cohort['duplicates']} Observations repeat another of the same patient exactly (same test, "
@@ -868,6 +962,10 @@ def print_ingest(r: Ingest, args: argparse.Namespace) -> None:
         print(
             f"  = {total / sent_obs * 1e6:,.0f} us of server CPU an Observation: at that cost the machine's "
             f"{CORES} cores, doing nothing else, would ingest at most {CORES * sent_obs / total:,.0f} Observations/s"
+        )
+        print(
+            f"    of which the work itself (timed in this process) {r.work_us:,.0f} us "
+            f"({r.work_us / (total / sent_obs * 1e6):.0%}); the rest is HTTP, the database, and serving"
         )
     if share is not None and share > 0.75:
         print(
@@ -920,6 +1018,10 @@ def print_cds(run: CdsRun, args: argparse.Namespace) -> None:
             print(
                 f"  = {cost * 1000:.1f} ms of server CPU a call: at that cost the machine's {CORES} cores, doing "
                 f"nothing else, would answer at most {CORES / cost:,.0f} calls/s"
+            )
+            print(
+                f"    of which the work itself (timed in this process) {run.work_ms * 1000:.1f} ms "
+                f"({run.work_ms / cost:.0%}); the rest is HTTP, authentication, the database, the audit and serving"
             )
         print(
             f"  open loop, {args.cds_seconds:g} s each, at most {args.cds_connections} at the server; latencies of "
@@ -1076,6 +1178,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="interop-bench-") as tmp:
         workdir = Path(tmp)
         cohort = build(args, workdir)
+        say("timing the work itself in this process ...")
+        cohort["work"] = work_costs(cohort)
         print_header(args, cohort)
         for backend in args.backends:
             ingest, backend_runs = run_backend(backend, args, workdir, cohort)
