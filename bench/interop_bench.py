@@ -49,7 +49,9 @@ functions but no HTTP, authentication, database or audit (`work_costs`): fhir.re
 validating an Observation, a Bundle validated, read and its patient assessed (per Observation),
 and a patient-view call's body decoded, read and assessed into cards; with the most the cores
 could do at that cost, and, beside each phase's server CPU, the share of it that this work is
-(the rest is what serving adds).
+(the rest is what serving adds). Beside the server's CPU a unit it prints PostgreSQL's (its
+processes on this machine, read from /proc) and the load process's own, which run on the same
+cores, and the ceiling all three together set.
 
 Ratios: for latency measured/target (below 1 = met); for throughput measured/target (1 or
 more = met). The load process shares the machine's cores with the server, as an EHR on the
@@ -273,6 +275,7 @@ async def _ingest(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*(send(body, False) for body in warmup))
         out["warmup_error"], out["first_error"] = out["first_error"], None
         spec["phases"].put({"phase": "warmed up"})
+        cpu_at = time.process_time()
         todo = iter(bodies)
         deadline = time.monotonic() + spec["deadline"]
 
@@ -285,6 +288,7 @@ async def _ingest(spec: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
         out["wall"] = time.perf_counter() - started
+    out["load_cpu"] = time.process_time() - cpu_at  # this process's own CPU, after the warm-up
     out["stopped_at_deadline"] = out["sent"] < len(bodies)
     return out
 
@@ -311,6 +315,7 @@ async def _cds(spec: dict[str, Any]) -> dict[str, Any]:
             return prefix + str(uuid.uuid4()).encode() + suffix
 
         serial = []
+        cpu_at = time.process_time()
         for _ in range(spec["serial"]):
             started = time.perf_counter()
             answer = await client.post(url, content=body())
@@ -320,7 +325,9 @@ async def _cds(spec: dict[str, Any]) -> dict[str, Any]:
                 return out
             out["cards"] = [(c["indicator"], c["summary"]) for c in answer.json()["cards"]]
         out["serial"] = serial
+        out["serial_load_cpu"] = time.process_time() - cpu_at
         spec["phases"].put({"phase": "serial calls done"})
+        cpu_at = time.process_time()
 
         count = int(spec["rate"] * spec["seconds"])
         latencies: list[float] = []
@@ -359,6 +366,7 @@ async def _cds(spec: dict[str, Any]) -> dict[str, Any]:
         for task in tasks:
             task.cancel()
     out.update(
+        load_cpu=time.process_time() - cpu_at,
         count=count,
         latencies=latencies,
         lags=lags,
@@ -490,14 +498,42 @@ def cpu_split(before: dict[int, float], after: dict[int, float]) -> tuple[str, f
     return " + ".join(f"{x:.1f}" for x in spent) + " s" + (f" (busiest {share:.0%})" if share else ""), share, total
 
 
-def cpu_marks(server: Server) -> tuple[dict[str, dict[int, float]], Callable[[str], None]]:
-    """The workers' CPU now (as "start"), and a function that reads it again under a phase's name."""
+def database_cpu() -> float | None:
+    """CPU seconds (user + system) so far of the PostgreSQL server's processes on this machine
+    (None when none can be seen). A backend that exits takes its seconds with it: the server's
+    pooled connections stay open through a phase, so theirs count."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, seen = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(")")
+        if name == "postgres":
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            seen = True
+    return total if seen else None
+
+
+def cpu_marks(server: Server) -> tuple[dict[str, dict[int, float]], dict[str, float | None], Callable[[str], None]]:
+    """The workers' CPU and the database's now (as "start"), and a function that reads both
+    again under a phase's name."""
     marks = {"start": server.worker_cpu()}
+    database = {"start": database_cpu()}
 
     def mark(phase: str) -> None:
         marks[phase] = server.worker_cpu()
+        database[phase] = database_cpu()
 
-    return marks, mark
+    return marks, database, mark
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 @contextmanager
@@ -635,10 +671,11 @@ def run_backend(
             }
             say(f"{backend}: ingest of {args.patients:,} Bundles, {args.connections} connections ...")
             log_before = len(server.log_lines())
-            marks, mark = cpu_marks(server)
+            marks, database, mark = cpu_marks(server)
             result = run_load(_ingest_load, spec, args.ingest_timeout + args.request_timeout + 120, mark)
             # From the end of the warm-up (the first requests of a worker import and build what it keeps).
             result["worker_cpu"] = cpu_split(marks.get("warmed up", marks["start"]), server.worker_cpu())
+            result["database_cpu"] = _spent(database.get("warmed up", database["start"]), database_cpu())
             result["server_log"] = server.log_summary(log_before)
             load = os.getloadavg()[0]
             check = verify(url, cohort["expected"])
@@ -703,11 +740,13 @@ def run_cds(server: Server, token: str, args: argparse.Namespace, cohort: dict[s
             say(f"CDS patient-view, {label} patient, {rate:g}/s for {args.cds_seconds:g} s ...")
             budget = SERIAL_CALLS * args.cds_timeout + args.cds_seconds + args.cds_timeout + 120
             log_before = len(server.log_lines())
-            marks, mark = cpu_marks(server)
+            marks, database, mark = cpu_marks(server)
             result = run_load(_cds_load, spec, budget, mark)
             result["worker_cpu"] = cpu_split(marks.get("serial calls done", marks["start"]), server.worker_cpu())
             if "serial calls done" in marks:
                 result["serial_cpu"] = cpu_split(marks["start"], marks["serial calls done"])[2] / SERIAL_CALLS
+                spent = _spent(database["start"], database["serial calls done"])
+                result["serial_database_cpu"] = None if spent is None else spent / SERIAL_CALLS
             result["server_log"] = server.log_summary(log_before)
             load = os.getloadavg()[0]
             run = CdsRun(
@@ -967,6 +1006,7 @@ def print_ingest(r: Ingest, args: argparse.Namespace) -> None:
             f"    of which the work itself (timed in this process) {r.work_us:,.0f} us "
             f"({r.work_us / (total / sent_obs * 1e6):.0%}); the rest is HTTP, the database, and serving"
         )
+        _print_machine_cost(total, res.get("database_cpu"), res.get("load_cpu"), sent_obs, "an Observation", 1e6, "us")
     if share is not None and share > 0.75:
         print(
             f"  NOTE: one worker did {share:.0%} of the work: the kernel gives each of the {args.connections} "
@@ -980,6 +1020,22 @@ def print_ingest(r: Ingest, args: argparse.Namespace) -> None:
     for line in r.check:
         print(f"  stored: {line}")
     sys.stdout.flush()
+
+
+def _print_machine_cost(
+    server: float, database: float | None, load: float | None, units: float, unit: str, scale: float, shown: str
+) -> None:
+    """Beside the server's CPU a unit: PostgreSQL's and the load process's in the same time
+    (the same cores), all together, and the ceiling that sets."""
+    if database is None or load is None or units <= 0:
+        print("    (PostgreSQL's processes or the load process's CPU could not be read)")
+        return
+    every = (server + database + load) / units
+    print(
+        f"    beside it, on the same cores: PostgreSQL {database / units * scale:,.1f} {shown} and the load process "
+        f"{load / units * scale:,.1f} {shown} {unit}; all together {every * scale:,.1f} {shown}: at most "
+        f"{CORES / every:,.0f} {'Observations' if unit == 'an Observation' else 'calls'}/s on {CORES} cores"
+    )
 
 
 def p99_all(result: dict[str, Any]) -> float | None:
@@ -1023,6 +1079,9 @@ def print_cds(run: CdsRun, args: argparse.Namespace) -> None:
                 f"    of which the work itself (timed in this process) {run.work_ms * 1000:.1f} ms "
                 f"({run.work_ms / cost:.0%}); the rest is HTTP, authentication, the database, the audit and serving"
             )
+            database = res.get("serial_database_cpu")
+            load = res.get("serial_load_cpu")
+            _print_machine_cost(cost, database, None if load is None else load / SERIAL_CALLS, 1, "a call", 1e3, "ms")
         print(
             f"  open loop, {args.cds_seconds:g} s each, at most {args.cds_connections} at the server; latencies of "
             "the 200 answers, from the scheduled send"
