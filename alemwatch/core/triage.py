@@ -20,6 +20,8 @@ CACHE_SIZE = 8192
 RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
 DECIMAL = re.compile(r"(\d)[.,](\d)")  # 39.5 -> 39_5: one word, so phrases and sentences hold
 CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
+AFTER_CLAUSE_END = re.compile(r"[.,;!?\n()]| - ")  # after a mention, "lumps: none found" stays one clause
+SENTENCE_END = re.compile(r"[.;!?\n()]")
 TEMPERATURE = re.compile(
     r"(?<![\d_])(\d{2,3}(?:_\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f|celsius|fahrenheit)?(?![\w.])"
 )
@@ -84,13 +86,26 @@ class TriageEngine:
         self.patterns = [
             (sign, [(compile_phrase(p), frozenset(vocabulary([p])[0])) for p in sign.phrases]) for sign in triage.signs
         ]
-        self.cues = _words_regex(triage.negation.cues)
-        self.post = re.compile(r"^\W*(?:\w+\W+){0,2}?(?:" + _words_regex(triage.negation.post).pattern + r")")
-        self.pseudo = _words_regex(triage.negation.pseudo)
-        self.terminators = _words_regex(triage.negation.terminators)
-        self.max_words = triage.negation.max_words
+        negation = triage.negation
+        self.cues = _words_regex(negation.cues)
+        # A denial right after the mention, in its clause (only spaces, a colon or a dash between:
+        # "fever free", "lumps: none found"), or one that is all the rest of its sentence, a
+        # comma allowed ("neck pain, I have none"; not "numb on the left, none on the right").
+        self.post = re.compile(r"^[\s:-]*" + _words_regex(negation.post).pattern) if negation.post else None
+        self.post_at_end = (
+            re.compile(r"^[\s:,-]*" + _words_regex(negation.post_at_end).pattern + r"[\s.!?]*$")
+            if negation.post_at_end
+            else None
+        )
+        self.pseudo = [compile_phrase(p) for p in negation.pseudo]
+        self.terminators = _words_regex(negation.terminators)
+        self.list_gap = re.compile(r"^\W*(?:" + "|".join(map(re.escape, negation.list_words)) + r")\W+$")
+        self.max_words = negation.max_words
         all_phrases = [p for sign in triage.signs for p in sign.phrases]
-        self.words, self.stems = vocabulary(all_phrases + triage.negation.cues + triage.negation.terminators)
+        self.words, self.stems = vocabulary(all_phrases + negation.cues + negation.terminators)
+        # Slips are corrected towards the signs' words only, never towards a negation or joining
+        # word ("hivs" is "hives", not "his").
+        self.sign_words = vocabulary(all_phrases)[0]
         self.fever_c = protocol.parameter("fever_celsius")
         self.high_fever_c = protocol.parameter("urgent_fever_celsius")
         self.delayed_window = protocol.int_parameter("delayed_reaction_window_days")
@@ -112,7 +127,7 @@ class TriageEngine:
 
     @cached_property
     def _targets(self) -> list[str]:
-        return sorted(w for w in self.words if len(w) >= 3 and w.isalpha())
+        return sorted(w for w in self.sign_words if len(w) >= 3 and w.isalpha())
 
     @cached_property
     def _anagrams(self) -> dict[str, str]:
@@ -140,8 +155,15 @@ class TriageEngine:
             if word in self._english and any(word.startswith(s) for s in self.stems):
                 return word  # a real word the lexicon already reads ("slurred": slur*)
             if close:
-                # Fewest edits first, then a word with the same first letter ("yelow" -> "yellow").
-                return str(min(close, key=lambda c: (c[1], c[0][0] != word[0]))[0])
+                # Fewest edits first, then a word with the same first letter ("yelow" -> "yellow"),
+                # then one no shorter (a slip drops a letter more often than it adds one: "hivs" is
+                # "hives", not "his"), then the commoner word ("blod" -> "blood", not "bled").
+                return str(
+                    min(
+                        close,
+                        key=lambda c: (c[1], c[0][0] != word[0], len(c[0]) < len(word), -self._english.get(c[0], 0)),
+                    )[0]
+                )
             if anagram:
                 return anagram  # letters swapped further apart: "tounge" -> "tongue"
             return stem or word
@@ -161,31 +183,53 @@ class TriageEngine:
 
     def _masked(self, text: str) -> str:
         """The text with pseudo-negations blanked out (same length, so offsets hold)."""
-        return self.pseudo.sub(lambda m: "x" * len(m.group(0)), text)
+        for pattern in self.pseudo:
+            text = pattern.sub(lambda m: "x" * len(m.group(0)), text)
+        return text
 
-    def _negated(self, masked: str, start: int, end: int, literals: frozenset[str]) -> bool:
+    def _negated(
+        self, masked: str, start: int, end: int, literals: frozenset[str], mentions: list[tuple[int, int]]
+    ) -> bool:
         """A cue shortly before the mention in its clause, inside it after its first word
         ("face isn't drooping"; the phrase's own words excepted, as in "lost weight without
-        trying"), or a denial right after it in the sentence ("fever free")."""
+        trying"), or a denial right after it in its clause ("fever free"). A cue before it
+        reaches it through a list of other mentions ("no fever or rash"), not past a mention
+        followed by anything else ("not itchy throat swelling": the throat is not denied)."""
         first_word_end = masked.find(" ", start, end)
         if first_word_end != -1:
             for cue in self.cues.finditer(masked, first_word_end, end):
                 if not set(cue.group(0).split()) <= literals:
                     return True
-        if self.post.search(masked[end : end + 40].split(".")[0]):
+        after = masked[end : end + 60]
+        if self.post is not None and self.post.search(AFTER_CLAUSE_END.split(after, maxsplit=1)[0]):
+            return True
+        if self.post_at_end is not None and self.post_at_end.search(SENTENCE_END.split(after, maxsplit=1)[0]):
             return True
         clause_start = 0
         for boundary in CLAUSE_END.finditer(masked, 0, start):
             clause_start = boundary.end()
-        before = masked[clause_start:start]
-        last_stop = None
-        for stop in self.terminators.finditer(before):
-            last_stop = stop
-        if last_stop is not None:
-            before = before[last_stop.end() :]
-        words = before.split()
-        window = " ".join(words[-(self.max_words + 2) :])
-        return self.cues.search(window) is not None
+        for stop in self.terminators.finditer(masked, clause_start, start):
+            clause_start = stop.end()
+        words = [w.start() for w in re.finditer(r"\S+", masked[clause_start:start])]
+        reach = self.max_words + 2
+        window_start = clause_start + words[-reach] if len(words) > reach else clause_start
+        cues = list(self.cues.finditer(masked, window_start, start))
+        if not cues:
+            return False
+        return self._reaches(masked, cues[-1].end(), start, mentions)
+
+    def _reaches(self, masked: str, cue_end: int, start: int, mentions: list[tuple[int, int]]) -> bool:
+        """Whether a negation cue ending at `cue_end` reaches a mention at `start`: through
+        the mentions between them only where each is followed by a list word ("or", "nor")."""
+        between = sorted({(s, e) for s, e in mentions if s >= cue_end and e <= start})
+        position = start
+        for s, e in reversed(between):
+            if e > position:  # overlaps the next one in the chain: part of the same words
+                continue
+            if not self.list_gap.match(masked[e:position]):
+                return False
+            position = s
+        return True
 
     # --- matching -------------------------------------------------------------------
 
@@ -224,17 +268,22 @@ class TriageEngine:
     def hits(self, text: str, days: int | None) -> tuple[list[Hit], list[str]]:
         prepared = self.correct_spelling(DECIMAL.sub(r"\1_\2", normalise(text)))
         masked = self._masked(prepared)
+        found = [
+            (sign, literals, match)
+            for sign, patterns in self.patterns
+            for pattern, literals in patterns
+            for match in pattern.finditer(prepared)
+        ]
+        mentions = [match.span() for _, _, match in found]
         hits: list[Hit] = []
         negated: list[str] = []
-        for sign, patterns in self.patterns:
-            for pattern, literals in patterns:
-                for match in pattern.finditer(prepared):
-                    if self._negated(masked, match.start(), match.end(), literals):
-                        negated.append(match.group(0))
-                        continue
-                    resolved = self._resolve(sign, days)
-                    if resolved:
-                        hits.append(Hit(sign.id, resolved[0], resolved[1], match.group(0)))
+        for sign, literals, match in found:
+            if self._negated(masked, match.start(), match.end(), literals, mentions):
+                negated.append(match.group(0))
+                continue
+            resolved = self._resolve(sign, days)
+            if resolved:
+                hits.append(Hit(sign.id, resolved[0], resolved[1], match.group(0)))
         for sign_id, matched in self._temperature_signs(prepared):
             resolved = self._resolve(self.signs[sign_id], days)
             if resolved:

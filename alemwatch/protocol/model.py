@@ -353,10 +353,14 @@ class UrgencyLevel(Strict):
 
 class Negation(Strict):
     cues: list[str]
-    post: list[str] = []
-    pseudo: list[str]
+    post: list[str] = []  # denials right after a mention, in its clause ("fever free", "lumps: none found")
+    post_at_end: list[str] = []  # denials that count only as the last words of the clause ("weakness: none")
+    pseudo: list[str]  # phrases that look like a negation and are not; lexicon phrases ("never ~6 before")
     terminators: list[str]
     max_words: int = Field(gt=0)
+    # Words that join a list a negation reaches through ("no fever or rash"); past any other
+    # word after a mention of its own the negation stops ("dont have a temperature throat is swelling").
+    list_words: list[str] = ["or", "nor"]
 
 
 class DaysWindow(Strict):
