@@ -540,6 +540,16 @@ def form_cases(endpoint: Endpoint) -> list[Case]:
 
 # Spoilt FHIR bodies: (label, path in the body, bad value, status, the OperationOutcome expression).
 _OBS = "entry.0.resource"
+
+
+def _nested_extension(levels: int) -> dict[str, Any]:
+    """An extension with extensions inside it, `levels` deep (fhir.resources recurses on each)."""
+    extension: dict[str, Any] = {"url": "https://example.org/leaf", "valueString": "x"}
+    for _ in range(levels):
+        extension = {"url": "https://example.org/branch", "extension": [extension]}
+    return extension
+
+
 FHIR_TRANSACTION_CASES: list[tuple[str, str, Any, int, str]] = [
     ("not-a-bundle", "resourceType", "Patient", 422, "Bundle.resourceType"),
     ("bundle-type", "type", "document", 422, "Bundle.type"),
@@ -549,6 +559,28 @@ FHIR_TRANSACTION_CASES: list[tuple[str, str, Any, int, str]] = [
     ("request-missing", "entry.0.request", DELETE, 422, "Bundle.entry[0].request"),
     ("url-other-type", "entry.0.request.url", "Patient", 422, "Bundle.entry[0].request.url"),
     ("resource-type-unknown", f"{_OBS}.resourceType", "Banana", 422, "Bundle.entry[0].resource.resourceType"),
+    (
+        "contained-unknown-type",
+        f"{_OBS}.contained",
+        [{"resourceType": "Nope"}],
+        422,
+        "Bundle.entry[0].resource.contained[0].resourceType",
+    ),
+    (
+        "contained-no-type",
+        f"{_OBS}.contained",
+        [{"id": "x"}],
+        422,
+        "Bundle.entry[0].resource.contained[0].resourceType",
+    ),
+    (
+        "modifier-extension",
+        f"{_OBS}.modifierExtension",
+        [{"url": "https://example.org/not-really", "valueBoolean": True}],
+        422,
+        "Bundle.entry[0].resource.modifierExtension",
+    ),
+    ("extension-nested-too-deep", f"{_OBS}.extension", [_nested_extension(150)], 422, "Bundle.entry[0].resource"),
     ("resource-not-object", _OBS, "x", 422, "Bundle.entry[0]"),
     ("unknown-element", f"{_OBS}.colour", "red", 422, "Bundle.entry[0].resource.colour"),
     ("status-missing", f"{_OBS}.status", DELETE, 422, "Bundle.entry[0].resource.status"),

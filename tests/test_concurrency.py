@@ -521,3 +521,78 @@ def test_a_write_answered_ok_is_committed_before_the_answer(server: Server, db_u
     assert not (answer.get("status") == 200 and status != "acknowledged"), (
         f"the client was told 200 but the alert is {status!r}: the acknowledgement was lost after the answer"
     )
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_same_new_patient_sent_as_fhir_by_eight_clients_at_once_is_created_once_without_an_error(
+    server: Server, db_url: str
+) -> None:
+    """An EHR that retries a first message (a new patient and a result) from several connections:
+    every copy is answered 200 and the registry holds one patient with one result."""
+    for w in range(WRITERS):
+        make_user(server.url, f"ehr{w}", "clinician")
+    clients = [_client(server, f"ehr{w}") for w in range(WRITERS)]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:6a1f0c3e-0000-4000-8000-000000000001",
+                "request": {"method": "PUT", "url": "Patient/race-new"},
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "race-new",
+                    "gender": "female",
+                    "birthDate": "1990-02-03",
+                },
+            },
+            {
+                "request": {"method": "POST", "url": "Observation"},
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "race-new-plt",
+                    "status": "final",
+                    "category": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                    "code": "laboratory",
+                                }
+                            ]
+                        }
+                    ],
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]},
+                    "subject": {"reference": "Patient/race-new"},
+                    "effectiveDateTime": FIRST_LAB_DAY.isoformat(),
+                    "valueQuantity": {
+                        "value": 140,
+                        "unit": "10*9/L",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "10*9/L",
+                    },
+                },
+            },
+        ],
+    }
+    barrier = threading.Barrier(WRITERS)
+    answers: list[tuple[int, str]] = []
+
+    def send(client: httpx.Client) -> None:
+        barrier.wait(timeout=60)
+        answer = client.post("/fhir", json=bundle, headers={"Content-Type": "application/fhir+json"})
+        answers.append((answer.status_code, answer.text[:300]))
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    for client in clients:
+        client.close()
+    server.stop()
+    assert [status for status, _ in answers] == [200] * WRITERS, answers
+    with session_factory(db_url)() as session:
+        assert session.execute(select(m.Patient.id).where(m.Patient.id == "race-new")).scalars().all() == ["race-new"]
+        labs = session.execute(select(m.LabResult.value).where(m.LabResult.patient_id == "race-new")).scalars().all()
+    assert labs == [140.0]

@@ -1028,3 +1028,93 @@ def test_import_fhir_reads_a_transaction_bundle_file(db_url: str, tmp_path: Path
     with session_factory(db_url)() as session:
         premedicated = session.execute(select(m.Infusion.premedication)).scalars().all()
     assert premedicated == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("patient=p-s1&_count=%C2%B2", "_count"),  # a superscript two: a digit to str.isdigit, not to int()
+        ("patient=p-s1&_offset=%D9%A3", "_offset"),  # an Arabic-Indic three
+        ("patient=" + "x" * 201, "patient"),  # longer than any stored patient id
+        ("patient=p-s1&patient=p-s2", "patient"),  # one patient per search
+        ("patient=p-s1&date=2025garbage", "date"),
+        ("patient=p-s1&date=ge2025-13-45", "date"),  # no such month
+    ],
+    ids=[
+        "count-unicode-digit",
+        "offset-unicode-digit",
+        "patient-too-long",
+        "patient-twice",
+        "date-junk",
+        "date-month-13",
+    ],
+)
+def test_a_search_with_a_bad_parameter_is_a_400_naming_it(
+    app_client: TestClient, db_url: str, query: str, field: str
+) -> None:
+    make_user(db_url, "fhir-nurse", "nurse")
+    headers = token_for(app_client, "fhir-nurse")
+    for kind in ("Observation", "CarePlan", "Flag"):
+        answer = app_client.get(f"/fhir/{kind}?{query}", headers=headers)
+        assert answer.status_code == 400, answer.text
+        outcome = answer.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["expression"] == [field], outcome
+
+
+@pytest.mark.parametrize("patient_id", ["pat.with.dots", "p" * 45], ids=["dotted-id", "long-id"])
+def test_a_single_create_for_a_patient_whose_id_cannot_lead_a_fhir_id_answers_the_stored_resource(
+    app_client: TestClient, db_url: str, patient_id: str
+) -> None:
+    """Such a patient's records get hashed FHIR ids (outbound.record_id); the create still answers them."""
+    make_user(db_url, "fhir-nurse", "nurse")
+    headers = {**token_for(app_client, "fhir-nurse"), "Content-Type": "application/fhir+json"}
+    created = app_client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "id": patient_id, "gender": "female"}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2025-01-02",
+        "valueQuantity": {"value": 150, "unit": "10*9/L", "system": "http://unitsofmeasure.org", "code": "10*9/L"},
+    }
+    answer = app_client.post("/fhir/Observation", json=observation, headers=headers)
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    assert body["resourceType"] == "Observation" and body["valueQuantity"]["value"] == 150
+    assert answer.headers["location"].endswith(f"/fhir/Observation/{body['id']}")
+    found = app_client.get(f"/fhir/Observation?patient={patient_id}", headers=headers).json()
+    assert [e["resource"]["id"] for e in found["entry"]] == [body["id"]]
+
+
+def test_a_bundle_sent_without_a_json_content_type_is_a_415_that_says_so(app_client: TestClient, db_url: str) -> None:
+    make_user(db_url, "fhir-nurse", "nurse")
+    headers = {**token_for(app_client, "fhir-nurse"), "Content-Type": "text/plain"}
+    answer = app_client.post(
+        "/fhir", content=b'{"resourceType": "Bundle", "type": "transaction", "entry": []}', headers=headers
+    )
+    assert answer.status_code == 415, answer.text
+    assert "Content-Type application/fhir+json" in answer.json()["issue"][0]["diagnostics"]
+
+
+def test_a_single_create_that_stores_nothing_names_the_element_in_the_resource_sent(
+    app_client: TestClient, db_url: str
+) -> None:
+    make_user(db_url, "fhir-nurse", "nurse")
+    headers = {**token_for(app_client, "fhir-nurse"), "Content-Type": "application/fhir+json"}
+    app_client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "id": "p-skip", "gender": "male"}, headers=headers
+    )
+    cancelled = {
+        "resourceType": "Observation",
+        "status": "cancelled",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]},
+        "subject": {"reference": "Patient/p-skip"},
+        "effectiveDateTime": "2025-01-02",
+    }
+    answer = app_client.post("/fhir/Observation", json=cancelled, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["issue"][0]["expression"] == ["Observation.status"]

@@ -9,6 +9,7 @@ says so: a check that could not run is never shown as a check that found nothing
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -31,6 +32,7 @@ from alemwatch.store import models as m
 
 router = APIRouter(prefix="/cds-services", route_class=RawJsonRoute)
 MAX_PAGES = 20  # per prefetch search on the EHR's server
+MAX_ANSWER_BYTES = 50 * 1024 * 1024  # one page of an EHR's search answer
 
 
 class FhirAuthorization(BaseModel):
@@ -110,6 +112,7 @@ def call_service(
     patient_id = _context_str(body.context, "patientId")
     _context_str(body.context, "userId")
     orders: list[tuple[str, dt.date | None]] = []
+    order_problems: list[str] = []
     if service["hook"] != "patient-view":
         draft = body.context.get("draftOrders")
         if not isinstance(draft, dict) or draft.get("resourceType") != "Bundle":
@@ -117,12 +120,16 @@ def call_service(
         selections = body.context.get("selections") if service["hook"] == "order-select" else None
         if service["hook"] == "order-select" and not isinstance(selections, list):
             raise HTTPException(status_code=400, detail="context.selections: a list of order references is required")
-        orders = cds.alemtuzumab_orders(draft, selections)
+        try:
+            orders, order_problems = cds.alemtuzumab_orders(draft, selections)
+        except inbound.FhirInputError as exc:
+            issue = exc.issues[0]
+            raise HTTPException(status_code=400, detail=f"{issue.expression}: {issue.diagnostics}") from None
         if not orders:  # nothing about alemtuzumab is being ordered
             _audit(session, actor, request, service_id, patient_id, body, [])
             return {"cards": []}
     resources, problems = _gather(body, patient_id, settings)
-    cards, result = _cards(service["hook"], resources, problems, patient_id, protocol, orders)
+    cards, result = _cards(service["hook"], resources, order_problems + problems, patient_id, protocol, orders)
     if service["hook"] == "patient-view":
         cards += _registry_cards(session, patient_id, result, protocol)
     _audit(session, actor, request, service_id, patient_id, body, cards)
@@ -183,40 +190,83 @@ def _gather(body: HookRequest, patient_id: str, settings: Settings) -> tuple[lis
         # CDS Hooks 2.0: without prefetch or a FHIR server the service cannot get its data.
         raise HTTPException(status_code=412, detail=f"prefetch {', '.join(missing)} missing and no fhirServer given")
     server = body.fhirServer.rstrip("/")
-    if settings.cds_fhir_servers and not any(server.startswith(s.rstrip("/")) for s in settings.cds_fhir_servers):
+    if settings.cds_fhir_servers and not any(_within(server, allowed) for allowed in settings.cds_fhir_servers):
         raise HTTPException(status_code=403, detail="fhirServer: not one of the FHIR servers this service may call")
     headers = {"Accept": "application/fhir+json"}
     if body.fhirAuthorization is not None:
         headers["Authorization"] = f"Bearer {body.fhirAuthorization.access_token}"
     context = {**body.context, "patientId": patient_id}
+    # One deadline for every call to the EHR: an answer that trickles in, or pages that link on
+    # and on, cannot hold the CDS call (and a worker) past it.
+    deadline = time.monotonic() + settings.cds_fetch_timeout_seconds
     with httpx.Client(timeout=settings.cds_fetch_timeout_seconds, headers=headers) as client:
         for key in missing:
             url: str | None = f"{server}/{cds.render(cds.PREFETCH[key], context)}"
             pages = 0
             while url and pages < MAX_PAGES:
                 pages += 1
-                try:
-                    answer = client.get(url)
-                except httpx.HTTPError as exc:
-                    problems.append(f"{key}: the EHR's FHIR server could not be reached ({type(exc).__name__})")
+                document, problem = _fetch(client, url, deadline)
+                if problem is not None:
+                    problems.append(f"{key}: {problem}")
                     break
-                if answer.status_code >= 400:
-                    problems.append(f"{key}: the EHR's FHIR server answered {answer.status_code}")
+                found = cds.prefetched(document)
+                if found is None:
+                    problems.append(f"{key}: the EHR's FHIR server answered something that is not a FHIR Bundle")
                     break
-                try:
-                    document = orjson.loads(answer.content)
-                except ValueError:
-                    problems.append(f"{key}: the EHR's FHIR server answered something that is not JSON")
-                    break
-                resources += cds.prefetched(document) or []
+                resources += found
                 url = _next_link(document)
+                if url is not None and not _within(url, server):
+                    # The EHR's token goes to the EHR's server only, never to a host a link names.
+                    problems.append(f"{key}: a next page on another server was not fetched")
+                    break
+            else:
+                if url:
+                    problems.append(f"{key}: more than {MAX_PAGES} pages; the rest was not fetched")
     return resources, problems
+
+
+def _fetch(client: httpx.Client, url: str, deadline: float) -> tuple[Any, str | None]:
+    """One page of the EHR's answer, decoded, read to the end before `deadline`; or what went wrong."""
+    try:
+        with client.stream("GET", url) as answer:
+            if answer.status_code >= 400:
+                return None, f"the EHR's FHIR server answered {answer.status_code}"
+            content = bytearray()
+            for chunk in answer.iter_bytes():
+                content += chunk
+                if time.monotonic() > deadline:
+                    return None, "the EHR's FHIR server did not answer in time"
+                if len(content) > MAX_ANSWER_BYTES:
+                    return None, f"the EHR's FHIR server answered more than {MAX_ANSWER_BYTES // 2**20} MB"
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        return None, f"the EHR's FHIR server could not be reached ({type(exc).__name__})"
+    if time.monotonic() > deadline:
+        return None, "the EHR's FHIR server did not answer in time"
+    try:
+        return orjson.loads(content), None
+    except ValueError:
+        return None, "the EHR's FHIR server answered something that is not JSON"
+
+
+def _within(url: str, base: str) -> bool:
+    """Whether `url` is on the server at `base`: the same scheme, host and port, and a path at
+    or below the base's (segment by segment: `https://ehr.example.org/fhir` holds neither
+    `https://ehr.example.org.evil.com` nor `https://ehr.example.org/fhirevil`)."""
+    try:
+        target, root = httpx.URL(url), httpx.URL(base)
+    except (httpx.InvalidURL, TypeError):
+        return False
+    if (target.scheme, target.host, target.port) != (root.scheme, root.host, root.port) or not target.host:
+        return False
+    prefix = root.path.rstrip("/")
+    return target.path == prefix or target.path.startswith(prefix + "/")
 
 
 def _next_link(document: Any) -> str | None:
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
         return None
-    for link in document.get("link") or []:
+    links = document.get("link")
+    for link in links if isinstance(links, list) else []:
         if isinstance(link, dict) and link.get("relation") == "next" and isinstance(link.get("url"), str):
             return str(link["url"])
     return None
@@ -233,8 +283,12 @@ def _cards(
     """The cards, and the assessment they come from (empty when nothing could be assessed)."""
     parsed = read_entries(resources, protocol, bundle=False, validate=False)
     unread = problems + [_where(issue.expression, resources) + f": {issue.diagnostics}" for issue in parsed.errors]
+    others = sorted(pid for pid in parsed.updates if pid != patient_id)
+    if others:  # never assessed as this patient's, and never silently dropped
+        count = sum(parsed.updates[pid].count + (pid in parsed.new_patients) for pid in others)
+        unread.append(f"{count} resource(s) about another patient ({', '.join(others[:3])}) were not read")
     update = parsed.updates.get(patient_id) or PatientUpdate(patient_id)
-    data = inbound.merge(None, update)
+    data = inbound.merge(None, update, strict=False)
     today = dt.date.today()
     if orders:
         starts = [start for _, start in orders if start is not None]

@@ -30,8 +30,9 @@ router = APIRouter(prefix="/fhir", route_class=RawJsonRoute)
 FHIR_JSON = "application/fhir+json"
 EXPORTED = ("CarePlan", "DetectedIssue", "Flag")
 SEARCHABLE = (*SUPPORTED, *EXPORTED)
-DATE_PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb)?(\d{4}(-\d{2}(-\d{2})?)?)")
+DATE_PREFIX = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb)?(\d{4}(-\d{2}(-\d{2})?)?)$")
 MAX_COUNT = 5000
+MAX_ID = 200  # a patient id, as the registry stores it
 
 
 class FhirResponse(JSONResponse):
@@ -170,9 +171,12 @@ def _single(
     entry = response["entry"][0]["response"]
     audit.record(session, actor, "create", f"/fhir/{url}", written[0] if written else None, ip=client_ip(request))
     if "location" not in entry:  # stored nothing: not about alemtuzumab (the outcome says why)
-        return FhirResponse(entry.get("outcome") or {}, status_code=200)
+        outcome = entry.get("outcome") or {}
+        for issue in outcome.get("issue") or []:
+            issue["expression"] = [e.replace("Bundle.entry[0].resource", name) for e in issue.get("expression") or []]
+        return FhirResponse(outcome, status_code=200)
     kind, rid = entry["location"].split("/", 1)
-    body = _read(session, protocol, kind, rid)
+    body = _read(session, protocol, kind, rid, written[0] if written and kind != "Patient" else None)
     status = int(entry["status"].split()[0])  # 201 when it was created, 200 when it was there already
     return FhirResponse(body, status_code=status, headers={"Location": f"{_base(request)}/{entry['location']}"})
 
@@ -267,8 +271,13 @@ def _of_type(session: Session, protocol: Protocol, patient_id: str, kind: str) -
     return None if found is None else [r for r in found if r["resourceType"] == kind]
 
 
-def _read(session: Session, protocol: Protocol, kind: str, resource_id: str) -> dict[str, Any]:
-    patient_id = resource_id if kind == "Patient" else (outbound.split_id(resource_id) or ("", ""))[0]
+def _read(
+    session: Session, protocol: Protocol, kind: str, resource_id: str, patient_id: str | None = None
+) -> dict[str, Any]:
+    """One resource by id; `patient_id` when it is known (a record of a patient whose id cannot
+    lead a FHIR id has a hashed id that names no patient: see `outbound.record_id`)."""
+    if patient_id is None:
+        patient_id = resource_id if kind == "Patient" else (outbound.split_id(resource_id) or ("", ""))[0]
     for resource in _of_type(session, protocol, patient_id, kind) or []:
         if resource["id"] == resource_id:
             return resource
@@ -334,10 +343,15 @@ def search(
         total = len(resources) if params.get("_id") or params.get("identifier") else repo.count_patients(session, None)
         audit.record(session, actor, "read", "/fhir/Patient", None, ip=client_ip(request), patient_ids=ids[:500])
         return FhirResponse(_searchset(request, resources, total, count, offset))
-    reference = params.get("patient") or params.get("subject")
+    name = "patient" if "patient" in params else "subject"
+    reference = params.get(name)
     if not reference:
         raise _problem("required", f"searching {resource_type} needs the patient parameter", "patient")
+    if len(params.getlist("patient") + params.getlist("subject")) > 1:
+        raise _problem("not-supported", "one patient per search (patient or subject, once)", name)
     patient_id = reference.split("/")[-1]
+    if not patient_id or len(patient_id) > MAX_ID:
+        raise _problem("value", f"{name}: a Patient id is 1 to {MAX_ID} characters", name)
     found = _of_type(session, protocol, patient_id, resource_type) or []
     if "code" in params:
         wanted = [_token(t) for t in params["code"].split(",")]
@@ -354,7 +368,7 @@ def search(
 def _int(value: str | None, name: str, default: int, low: int, high: int) -> int:
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
         raise _problem("value", f"{name} must be a whole number from {low} to {high}", name)
     return int(value)
 
@@ -391,6 +405,11 @@ def _date_matches(resource: dict[str, Any], value: str) -> bool:
     if not match:
         raise _problem("value", f"date {value!r} must be [prefix]YYYY[-MM[-DD]]", "date")
     prefix, day = match.group(1) or "eq", match.group(2)
+    year, month, date = ([int(part) for part in day.split("-")] + [1, 1])[:3]
+    try:  # a real month and day ("2025-13-45" is no date)
+        dt.date(year, month, date)
+    except ValueError:
+        raise _problem("value", f"date {value!r} is not a calendar date", "date") from None
     when = _when(resource)
     if when is None:
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 from alemwatch.fhir import codes
 from alemwatch.fhir.inbound import planned_start, read_raw
@@ -71,11 +72,12 @@ def discovery() -> dict[str, Any]:
 
 
 def render(template: str, context: dict[str, Any]) -> str:
-    """A prefetch template with its `{{context.X}}` tokens filled in."""
+    """A prefetch template with its `{{context.X}}` tokens filled in, each value percent-encoded
+    (a patient id cannot add query parameters or path segments to the EHR's search)."""
     out = template
     for key, value in context.items():
         if isinstance(value, str):
-            out = out.replace("{{context." + key + "}}", value)
+            out = out.replace("{{context." + key + "}}", quote(value, safe=""))
     return out
 
 
@@ -85,11 +87,12 @@ def prefetched(value: Any) -> list[dict[str, Any]] | None:
     if not isinstance(value, dict) or value.get("resourceType") == "OperationOutcome":
         return None
     if value.get("resourceType") == "Bundle":
-        return [
-            e["resource"]
-            for e in value.get("entry") or []
-            if isinstance(e, dict) and isinstance(e.get("resource"), dict)
-        ]
+        entries = value.get("entry")
+        if entries is None:
+            return []
+        if not isinstance(entries, list):  # not a Bundle that can be read: fetch it ourselves
+            return None
+        return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     return [value]
 
 
@@ -230,12 +233,21 @@ def unread_card(unread: list[str], protocol: Protocol, nothing_assessed: bool = 
 # --- order-select / order-sign ---------------------------------------------------------------
 
 
-def alemtuzumab_orders(draft_orders: Any, selections: list[str] | None) -> list[tuple[str, dt.date | None]]:
-    """The drafted alemtuzumab MedicationRequests (those selected, for order-select): (id, start)."""
+def alemtuzumab_orders(
+    draft_orders: Any, selections: list[str] | None
+) -> tuple[list[tuple[str, dt.date | None]], list[str]]:
+    """The drafted alemtuzumab MedicationRequests (those selected, for order-select): (id,
+    start), and what could not be read of them (an order whose start is unreadable is assessed
+    as starting today, and says so). Raises FhirInputError naming an order that does not have
+    its FHIR shape (its medication or timing a string, say): whether it is alemtuzumab, and
+    when, cannot be told."""
     from alemwatch.fhir import inbound
 
-    found = []
+    found: list[tuple[str, dt.date | None]] = []
+    problems: list[str] = []
     entries = draft_orders.get("entry") if isinstance(draft_orders, dict) else None
+    if entries is not None and not isinstance(entries, list):
+        raise inbound.FhirInputError([inbound.FhirIssue("structure", "must be a list", "context.draftOrders.entry")])
     for n, entry in enumerate(entries or []):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or resource.get("resourceType") != "MedicationRequest":
@@ -243,18 +255,26 @@ def alemtuzumab_orders(draft_orders: Any, selections: list[str] | None) -> list[
         ref = f"MedicationRequest/{resource.get('id')}"
         if selections and ref not in selections:
             continue
-        raw = read_raw(resource, f"context.draftOrders.entry[{n}].resource")
-        concept = raw.medicationCodeableConcept
-        text = " ".join([concept.text or "", *(c.display or "" for c in concept.coding or [])]) if concept else ""
-        codings = [{"system": c.system or "", "code": c.code or ""} for c in (concept.coding or [])] if concept else []
-        if not (codes.coded(codings, codes.ALEMTUZUMAB_CODES) or codes.ALEMTUZUMAB_TEXT.search(text)):
-            continue
+        place = f"context.draftOrders.entry[{n}].resource"
         try:
-            start: dt.date | None = planned_start(raw, "MedicationRequest")
-        except inbound.FhirInputError:
-            start = None
+            raw = read_raw(resource, place)
+            concept = raw.medicationCodeableConcept
+            text = " ".join([concept.text or "", *(c.display or "" for c in concept.coding or [])]) if concept else ""
+            coding = (concept.coding or []) if concept else []
+            codings = [{"system": c.system or "", "code": c.code or ""} for c in coding]
+            if not (codes.coded(codings, codes.ALEMTUZUMAB_CODES) or codes.ALEMTUZUMAB_TEXT.search(text)):
+                continue
+            try:
+                start: dt.date | None = planned_start(raw, place)
+            except inbound.FhirInputError as exc:
+                start = None
+                issue = exc.issues[0]
+                problems.append(f"{issue.expression}: {issue.diagnostics}; the course is assessed as starting today")
+        except (TypeError, KeyError, AttributeError, IndexError) as exc:
+            issue = inbound.FhirIssue("structure", f"does not have its FHIR shape ({type(exc).__name__})", place)
+            raise inbound.FhirInputError([issue]) from None
         found.append((ref, start))
-    return found
+    return found, problems
 
 
 def order_cards(result: dict[str, Any], protocol: Protocol, patient_id: str, unread: list[str]) -> list[dict[str, Any]]:

@@ -103,11 +103,43 @@ def validate_resource(data: Any, place: str) -> Any:
                 )
             ]
         )
+    if data.get("modifierExtension"):
+        raise FhirInputError(
+            [
+                FhirIssue(
+                    "not-supported",
+                    "a modifierExtension changes what the resource means, and this server understands none",
+                    f"{place}.modifierExtension",
+                )
+            ]
+        )
+    if "contained" in data:
+        _check_contained(data["contained"], place)
     try:
         model_for(kind).model_validate(data)
     except ValidationError as exc:
         raise FhirInputError([_pydantic_issue(err, place) for err in exc.errors(include_url=False)][:20]) from None
+    except RecursionError:
+        raise FhirInputError([FhirIssue("structure", "nested too deeply to be a FHIR resource", place)]) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # fhir.resources gives up on some shapes with a plain exception (a contained resource of
+        # an unknown resourceType is a KeyError): still a bad resource, never a server error.
+        issue = FhirIssue("structure", f"not a valid {kind} ({type(exc).__name__})", place)
+        raise FhirInputError([issue]) from None
     return _readable(data)
+
+
+def _check_contained(contained: Any, place: str) -> None:
+    """Every contained resource names a FHIR resource type (fhir.resources fails on one that does not)."""
+    for n, item in enumerate(contained if isinstance(contained, list) else []):
+        kind = item.get("resourceType") if isinstance(item, dict) else None
+        where = f"{place}.contained[{n}].resourceType"
+        if not isinstance(kind, str) or not re.fullmatch(r"[A-Z][A-Za-z]{1,60}", kind):
+            raise FhirInputError([FhirIssue("structure", f"{kind!r} is not a FHIR resource type", where)])
+        try:
+            model_for(kind)
+        except ImportError:
+            raise FhirInputError([FhirIssue("structure", f"{kind!r} is not a FHIR resource type", where)]) from None
 
 
 class Raw(dict[str, Any]):
@@ -251,7 +283,8 @@ def _record(model: type[Any], data: dict[str, Any], place: str, fields: dict[str
         err = exc.errors(include_url=False)[0]
         name = str(err["loc"][0]) if err["loc"] else ""
         message = str(err["msg"]).removeprefix("Value error, ")
-        raise FhirInputError([FhirIssue("value", message, f"{place}.{fields.get(name, name)}")]) from None
+        where = f"{place}.{fields.get(name, name)}" if name else place
+        raise FhirInputError([FhirIssue("value", message, where)]) from None
     return data
 
 
@@ -583,9 +616,12 @@ def apply(
     return kind, record
 
 
-def merge(current: dict[str, Any] | None, update: PatientUpdate) -> dict[str, Any]:
+def merge(current: dict[str, Any] | None, update: PatientUpdate, strict: bool = True) -> dict[str, Any]:
     """The patient file after the update: attributes replaced where said, records added, a
-    corticosteroid given on an infusion day marking that infusion premedicated."""
+    corticosteroid given on an infusion day marking that infusion premedicated. A
+    corticosteroid on a day without an alemtuzumab infusion is an error when `strict` (stored
+    data must say what it means), and is left out otherwise (an EHR's record, assessed and
+    never stored, holds relapse treatment too)."""
     data: dict[str, Any] = dict(current) if current else {"id": update.patient_id}
     data.update(update.attributes)
     for kind in RECORD_KINDS:
@@ -597,6 +633,8 @@ def merge(current: dict[str, Any] | None, update: PatientUpdate) -> dict[str, An
         infusions[infusion["date"]] = {**infusions.get(infusion["date"], {}), **infusion}
     for day, place in update.premedication_days.items():
         premedicated = infusions.get(day.isoformat())
+        if premedicated is None and not strict:
+            continue
         if premedicated is None:
             raise FhirInputError(
                 [FhirIssue("business-rule", f"a premedication on {day} with no alemtuzumab infusion that day", place)]

@@ -28,6 +28,9 @@ from alemwatch.store import repo
 from alemwatch.store.db import transaction
 
 MAX_ENTRIES = 5000  # per Bundle; larger loads go through `alemwatch import-fhir` (NDJSON)
+# What a reader raises on an element of an unexpected shape in data fhir.resources has not
+# validated (an EHR's prefetch: a string where a Reference belongs, a list for an id).
+SHAPE_ERRORS = (TypeError, KeyError, AttributeError, IndexError, ValueError, RecursionError)
 
 
 @dataclass
@@ -87,6 +90,9 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
         except FhirInputError as exc:
             parsed.errors += exc.issues
             continue
+        except SHAPE_ERRORS as exc:
+            parsed.errors.append(_shape_issue(place, exc))
+            continue
         rplace = f"{place}.resource" if bundle else place
         resource_type: str = resource["resourceType"]  # one of inbound.SUPPORTED: checked
         if resource_type == "Patient":
@@ -94,10 +100,16 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             if pid is None:
                 parsed.errors.append(FhirIssue("required", "Patient.id is required", f"{rplace}.id"))
                 continue
+            if not isinstance(pid, str):
+                parsed.errors.append(FhirIssue("structure", "Patient.id must be a string", f"{rplace}.id"))
+                continue
             try:
                 attributes = inbound.read_patient(resource, rplace)
             except FhirInputError as exc:
                 parsed.errors += exc.issues
+                continue
+            except SHAPE_ERRORS as exc:
+                parsed.errors.append(_shape_issue(rplace, exc))
                 continue
             update = parsed.updates.setdefault(pid, PatientUpdate(pid))
             update.attributes.update(attributes)
@@ -131,6 +143,9 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
         except FhirInputError as exc:
             parsed.errors += exc.issues
             continue
+        except SHAPE_ERRORS as exc:
+            parsed.errors.append(_shape_issue(rplace, exc))
+            continue
         if isinstance(read, FhirIssue):
             parsed.skipped[n] = read
             parsed.entries[n] = (subject, resource["resourceType"], None)
@@ -145,6 +160,11 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
         if subject:
             parsed.failed_patients.setdefault(local.get(subject, subject), []).append(issue)
     return parsed
+
+
+def _shape_issue(place: str, exc: Exception) -> FhirIssue:
+    """A resource whose elements do not have the shapes FHIR gives them (read without validation)."""
+    return FhirIssue("structure", f"an element does not have its FHIR shape ({type(exc).__name__})", place)
 
 
 def _raw_subject(entry: Any, bundle: bool) -> str:
@@ -271,6 +291,9 @@ def transaction_bundle(
 
 
 def _bundle_entries(bundle: Any) -> list[Any]:
+    if isinstance(bundle, bytes | str):
+        message = "the body was not read as JSON: send it with Content-Type application/fhir+json"
+        raise FhirInputError([FhirIssue("structure", message, "Bundle")], status=415)
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         got = bundle.get("resourceType") if isinstance(bundle, dict) else type(bundle).__name__
         raise FhirInputError([FhirIssue("structure", f"POST /fhir takes a Bundle, got {got!r}", "Bundle.resourceType")])

@@ -197,7 +197,23 @@ def save_patient_file(
         "screening": patient.screening.model_dump(),
         "planned_course_start": patient.planned_course_start,
     }
-    if row is None:
+    if row is None and session.get_bind().dialect.name == "postgresql":
+        # Two first messages about one new patient at once (an EHR's retry): the second insert
+        # waits for the first transaction, then finds the row and updates it like any writer.
+        inserted = session.execute(
+            dialect_insert(session, m.Patient)
+            .values(id=patient.id, **attributes)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        created = getattr(inserted, "rowcount", 0) == 1
+        row = lock_patient(session, patient.id)
+        if row is None:  # pragma: no cover - the row exists once the insert returns
+            raise LookupError(patient.id)
+        if not created:
+            for key, value in attributes.items():
+                setattr(row, key, value)
+            row.version += 1
+    elif row is None:
         session.add(m.Patient(id=patient.id, **attributes))
         session.flush()
     else:
