@@ -92,6 +92,7 @@ def compile_phrase(phrase: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)" + _sequence(phrase.strip().lower()) + r"(?!\w)")
 
 
+_IS = re.compile(r"(?<=[a-z])['’]s\b")
 _APOSTROPHES = str.maketrans({"'": "", "’": "", "‘": "", "`": "", "´": ""})
 
 
@@ -99,7 +100,8 @@ def normalise(text: str) -> str:
     """Lower-case, strip accents and apostrophes, unify hyphens: "Can’t" -> "cant"."""
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = text.lower().translate(_APOSTROPHES)
+    text = _IS.sub(" is", text.lower())  # "tongue's swelling" reads as "tongue is swelling"
+    text = text.translate(_APOSTROPHES)
     text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)
     return re.sub(r"[ \t]+", " ", text)
 

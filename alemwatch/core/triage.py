@@ -20,12 +20,16 @@ CACHE_SIZE = 8192
 RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
 DECIMAL = re.compile(r"(\d)[.,](\d)")  # 39.5 -> 39_5: one word, so phrases and sentences hold
 CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
+CONTRAST = re.compile(r"\b(its|it is|theyre|they are|thats|that is|instead|rather)\b")
 AFTER_CLAUSE_END = re.compile(r"[.,;!?\n()]| - ")  # after a mention, "lumps: none found" stays one clause
 SENTENCE_END = re.compile(r"[.;!?\n()]")
 TEMPERATURE = re.compile(
-    r"(?<![\d_])(\d{2,3}(?:_\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*(c|f|celsius|fahrenheit)?(?![\w.])"
+    r"(?<![\d_])(\d{2,3}(?:_\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*o?(c|f|celsius|fahrenheit)?(?:ish)?(?!\w|\.\d)"
 )
-TEMPERATURE_CONTEXT = re.compile(r"\b(temp\w*|fever\w*|thermometer|degrees?|running|celsius|fahrenheit)\b|°|º")
+TEMPERATURE_CONTEXT = re.compile(
+    r"\b(temp\w*|fever\w*|febrile|thermometer|degrees?|running|celsius|fahrenheit|shiver\w*|chills|burning up|t)\b"
+    r"|°|º|\U0001f321|\U0001f912"
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,24 @@ class TriageEngine:
         ]
         negation = triage.negation
         self.cues = _words_regex(negation.cues)
+        self.gap_words = frozenset(normalise(w) for w in negation.red_flag_gap_words)
+        # Signs that can be urgent or an emergency (at any days since the infusion): red flags.
+        self.red_flags = {
+            sign.id
+            for sign in triage.signs
+            if max(
+                URGENCY_RANK[u]
+                for u in [
+                    sign.urgency,
+                    *(w.urgency for w in sign.windows if w.urgency),
+                    *([sign.days_unknown.urgency] if sign.days_unknown and sign.days_unknown.urgency else []),
+                ]
+            )
+            >= URGENCY_RANK["urgent"]
+        }
+        self.fillers = _words_regex(triage.fillers) if triage.fillers else None
+        self.respellings = {normalise(k): normalise(v) for k, v in triage.respellings.items()}
+        self.respelled = _words_regex(list(self.respellings)) if self.respellings else None
         # A denial right after the mention, in its clause (only spaces, a colon or a dash between:
         # "fever free", "lumps: none found"), or one that is all the rest of its sentence, a
         # comma allowed ("neck pain, I have none"; not "numb on the left, none on the right").
@@ -188,7 +210,13 @@ class TriageEngine:
         return text
 
     def _negated(
-        self, masked: str, start: int, end: int, literals: frozenset[str], mentions: list[tuple[int, int]]
+        self,
+        masked: str,
+        start: int,
+        end: int,
+        literals: frozenset[str],
+        mentions: list[tuple[int, int]],
+        red_flag: bool = False,
     ) -> bool:
         """A cue shortly before the mention in its clause, inside it after its first word
         ("face isn't drooping"; the phrase's own words excepted, as in "lost weight without
@@ -198,7 +226,11 @@ class TriageEngine:
         first_word_end = masked.find(" ", start, end)
         if first_word_end != -1:
             for cue in self.cues.finditer(masked, first_word_end, end):
-                if not set(cue.group(0).split()) <= literals:
+                if set(cue.group(0).split()) <= literals:
+                    continue
+                rest = masked[cue.end() : end]
+                # "throat isnt sore, its swelling": the denial is of what comes before the turn.
+                if not CLAUSE_END.search(rest) and not self.terminators.search(rest) and not CONTRAST.search(rest):
                     return True
         after = masked[end : end + 60]
         if self.post is not None and self.post.search(AFTER_CLAUSE_END.split(after, maxsplit=1)[0]):
@@ -216,11 +248,14 @@ class TriageEngine:
         cues = list(self.cues.finditer(masked, window_start, start))
         if not cues:
             return False
-        return self._reaches(masked, cues[-1].end(), start, mentions)
+        return self._reaches(masked, cues[-1].end(), start, mentions, red_flag)
 
-    def _reaches(self, masked: str, cue_end: int, start: int, mentions: list[tuple[int, int]]) -> bool:
+    def _reaches(
+        self, masked: str, cue_end: int, start: int, mentions: list[tuple[int, int]], red_flag: bool = False
+    ) -> bool:
         """Whether a negation cue ending at `cue_end` reaches a mention at `start`: through
-        the mentions between them only where each is followed by a list word ("or", "nor")."""
+        the mentions between them only where each is followed by a list word ("or", "nor"); to
+        a red flag only from right before it (`red_flag_gap_words` apart)."""
         between = sorted({(s, e) for s, e in mentions if s >= cue_end and e <= start})
         position = start
         for s, e in reversed(between):
@@ -229,7 +264,7 @@ class TriageEngine:
             if not self.list_gap.match(masked[e:position]):
                 return False
             position = s
-        return True
+        return not red_flag or set(masked[cue_end:position].split()) <= self.gap_words
 
     # --- matching -------------------------------------------------------------------
 
@@ -248,11 +283,14 @@ class TriageEngine:
 
     def _temperature_signs(self, text: str) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
+        anywhere = TEMPERATURE_CONTEXT.search(text) is not None
         for sentence in re.split(r"[.!?;](?=\s|$)|\n", text):
             for match in TEMPERATURE.finditer(sentence):
                 value = float(match.group(1).replace("_", "."))
                 unit = (match.group(2) or "").lower()
-                has_context = unit or TEMPERATURE_CONTEXT.search(sentence)
+                # A whole number needs its context in its own sentence ("I'm 39" is an age); a
+                # reading with decimals ("39.8") anywhere in the message.
+                has_context = unit or TEMPERATURE_CONTEXT.search(sentence) or ("_" in match.group(1) and anywhere)
                 if not has_context:
                     continue
                 celsius = (value - 32) * 5 / 9 if unit.startswith("f") or (not unit and value >= 90) else value
@@ -265,8 +303,18 @@ class TriageEngine:
                     found.append((self.protocol.triage.temperature.fever_sign, match.group(0).strip()))
         return found
 
+    def prepare(self, text: str) -> str:
+        """The text as the phrases read it: normalised, decimals kept whole, lay spellings and
+        slips read as the words they stand for, hedging words taken out."""
+        prepared = DECIMAL.sub(r"\1_\2", normalise(text))
+        if self.respelled is not None:
+            prepared = self.respelled.sub(lambda m: self.respellings[m.group(0)], prepared)
+        if self.fillers is not None:
+            prepared = re.sub(r" {2,}", " ", self.fillers.sub(" ", prepared))
+        return self.correct_spelling(prepared)
+
     def hits(self, text: str, days: int | None) -> tuple[list[Hit], list[str]]:
-        prepared = self.correct_spelling(DECIMAL.sub(r"\1_\2", normalise(text)))
+        prepared = self.prepare(text)
         masked = self._masked(prepared)
         found = [
             (sign, literals, match)
@@ -278,7 +326,7 @@ class TriageEngine:
         hits: list[Hit] = []
         negated: list[str] = []
         for sign, literals, match in found:
-            if self._negated(masked, match.start(), match.end(), literals, mentions):
+            if self._negated(masked, match.start(), match.end(), literals, mentions, sign.id in self.red_flags):
                 negated.append(match.group(0))
                 continue
             resolved = self._resolve(sign, days)

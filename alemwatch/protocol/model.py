@@ -353,6 +353,10 @@ class UrgencyLevel(Strict):
 
 class Negation(Strict):
     cues: list[str]
+    # A red flag (a sign that can be urgent or an emergency) is denied only by a cue right
+    # before it, these words apart ("i dont have any weakness"); a cue further off is taken to
+    # be about something else ("no fever no pain face droopy on the left").
+    red_flag_gap_words: list[str] = []
     post: list[str] = []  # denials right after a mention, in its clause ("fever free", "lumps: none found")
     post_at_end: list[str] = []  # denials that count only as the last words of the clause ("weakness: none")
     pseudo: list[str]  # phrases that look like a negation and are not; lexicon phrases ("never ~6 before")
@@ -406,6 +410,10 @@ class Triage(Strict):
     signs: list[Sign]
     combinations: list[Combination]
     temperature: Temperature
+    # Words taken out before reading (hedges that push a symptom past a phrase's gap: "my chest
+    # feels a bit tight"), and lay or text-speak spellings read as the word they stand for.
+    fillers: list[str] = []
+    respellings: dict[str, str] = {}
 
 
 class DeviationSeverity(Strict):
