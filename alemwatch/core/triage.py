@@ -119,7 +119,9 @@ class TriageEngine:
             if negation.post_at_end
             else None
         )
-        self.pseudo = [compile_phrase(p) for p in negation.pseudo]
+        # One pattern, longest phrases first (as `_words_regex`): "not sure if" before "not sure".
+        pseudo = sorted(negation.pseudo, key=len, reverse=True)
+        self.pseudo = re.compile("|".join(compile_phrase(p).pattern for p in pseudo)) if pseudo else None
         self.terminators = _words_regex(negation.terminators)
         self.list_gap = re.compile(r"^\W*(?:" + "|".join(map(re.escape, negation.list_words)) + r")\W+$")
         self.max_words = negation.max_words
@@ -205,9 +207,9 @@ class TriageEngine:
 
     def _masked(self, text: str) -> str:
         """The text with pseudo-negations blanked out (same length, so offsets hold)."""
-        for pattern in self.pseudo:
-            text = pattern.sub(lambda m: "x" * len(m.group(0)), text)
-        return text
+        if self.pseudo is None:
+            return text
+        return self.pseudo.sub(lambda m: "x" * len(m.group(0)), text)
 
     def _negated(
         self,
