@@ -126,10 +126,11 @@ class TriageEngine:
         self.list_gap = re.compile(r"^\W*(?:" + "|".join(map(re.escape, negation.list_words)) + r")\W+$")
         self.max_words = negation.max_words
         all_phrases = [p for sign in triage.signs for p in sign.phrases]
-        self.words, self.stems = vocabulary(all_phrases + negation.cues + negation.terminators)
         # Slips are corrected towards the signs' words only, never towards a negation or joining
-        # word ("hivs" is "hives", not "his").
-        self.sign_words = vocabulary(all_phrases)[0]
+        # word ("hivs" is "hives", not "his"); no word of either is taken for a slip.
+        self.sign_words, self.stems = vocabulary(all_phrases)
+        other_words, other_stems = vocabulary(negation.cues + negation.terminators)
+        self.words, self.stems = self.sign_words | other_words, self.stems | other_stems
         self.fever_c = protocol.parameter("fever_celsius")
         self.high_fever_c = protocol.parameter("urgent_fever_celsius")
         self.delayed_window = protocol.int_parameter("delayed_reaction_window_days")

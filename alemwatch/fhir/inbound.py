@@ -589,6 +589,11 @@ def subject_of(resource: dict[str, Any], place: str) -> str:
     return reference_id(resource.get(name), f"{place}.{name}")
 
 
+# What a reader raises on an element of an unexpected shape in data fhir.resources has not
+# validated (an EHR's prefetch: a string where a Reference belongs, a list for an id).
+SHAPE_ERRORS = (TypeError, KeyError, AttributeError, IndexError, ValueError, ArithmeticError, RecursionError)
+
+
 def apply(
     update: PatientUpdate, resource: Any, place: str, protocol: Protocol
 ) -> tuple[str, dict[str, Any]] | FhirIssue:
@@ -597,7 +602,7 @@ def apply(
     reader = READERS[resource.get("resourceType")]
     try:
         result = reader(resource, place, protocol) if reader is read_observation else reader(resource, place)  # type: ignore[operator]
-    except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+    except SHAPE_ERRORS as exc:
         if isinstance(exc, FhirInputError):
             raise
         # Only an unvalidated (`Raw`) resource can get here: an element of the wrong shape.

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from alemwatch.core.patient import PatientFileError
 from alemwatch.fhir import inbound, outbound
-from alemwatch.fhir.inbound import FhirInputError, FhirIssue, PatientUpdate
+from alemwatch.fhir.inbound import SHAPE_ERRORS, FhirInputError, FhirIssue, PatientUpdate
 from alemwatch.protocol.model import Protocol
 from alemwatch.registry.refresh import refresh_patient
 from alemwatch.store import models as m
@@ -28,9 +28,6 @@ from alemwatch.store import repo
 from alemwatch.store.db import transaction
 
 MAX_ENTRIES = 5000  # per Bundle; larger loads go through `alemwatch import-fhir` (NDJSON)
-# What a reader raises on an element of an unexpected shape in data fhir.resources has not
-# validated (an EHR's prefetch: a string where a Reference belongs, a list for an id).
-SHAPE_ERRORS = (TypeError, KeyError, AttributeError, IndexError, ValueError, RecursionError)
 
 
 @dataclass
