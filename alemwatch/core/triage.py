@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from alemwatch.core.lexicon import compile_phrase, normalise, vocabulary
-from alemwatch.protocol.model import URGENCY_RANK, Protocol, Sign
+from alemwatch.protocol.model import URGENCY_RANK, Below, Protocol, Sign
 
 CACHE_SIZE = 8192
 RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
@@ -25,6 +25,34 @@ AFTER_CLAUSE_END = re.compile(r"[.,;!?\n()]| - ")  # after a mention, "lumps: no
 SENTENCE_END = re.compile(r"[.;!?\n()]")
 TEMPERATURE = re.compile(
     r"(?<![\d_])(\d{2,3}(?:_\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*o?(c|f|celsius|fahrenheit)?(?:ish)?(?!\w|\.\d)"
+)
+# A reading with decimals and nothing else said about it ("38.4 this morning") is taken for a
+# temperature, unless the sentence says it measures something else (a weight, a lab value, a time).
+MEASURE_CONTEXT = re.compile(
+    r"\b(kgs?|kilos?|lbs?|pounds?|stones?|grams?|mg|mcg|ml|mls|litres?|liters?|mmol|umol|units?|percent|"
+    r"hours?|hrs?|minutes?|mins?|days?|weeks?|months?|years?|yrs?|km|kms|miles?|metres?|meters?|cm|mm|"
+    r"inches|weigh\w*|bmi|platelet\w*|counts?|tsh|t3|t4|hb|haemoglobin|hemoglobin|creatinine|egfr|ferritin|"
+    r"bp|pressure|pulse|heart rate|bpm|sugars?|glucose|results?|levels?|doses?|price|cost|pay|paid)\b|%|£|\$|€"
+)
+PLATELETS = re.compile(r"\b(platelet\w*|plts?)\b")
+# A quoted count: a number (not a time: "2 weeks ago") after the word, before the clause ends or
+# something else measured is named ("platelets fine, temp 38").
+COUNT = re.compile(
+    r"(?<![\d_])(\d{1,6}(?:_\d{1,3})?)\s*(?:k|thousand)?(?![\d_])(?!\s*(?:st|nd|rd|th|x|times|am|pm|days?|weeks?|"
+    r"months?|years?|yrs?|hours?|hrs?|minutes?|mins?|o clock|oclock)\b)"
+)
+PLATELETS_SCAN_END = re.compile(
+    r"[.;!?\n()]|\b(?:temp\w*|fever\w*|thermometer|degrees?|hb|haemoglobin|hemoglobin|tsh|t3|t4|creatinine|"
+    r"egfr|ferritin|white\w*|wbc|neutrophil\w*|lymph\w*|cd4|weigh\w*|bp|pressure|pulse|heart rate|sugars?|glucose)\b"
+)
+_UNIT_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_UNIT_VALUE = {word: n for n, word in enumerate(["zero", *_UNIT_WORDS])}
+_UNITS = "|".join(_UNIT_WORDS)
+# Temperatures in words: "thirty nine", "thirty eight point five", "a hundred and two",
+# "hundred and one point five"; and "39 point 5". Only the numbers a temperature can be.
+SPELLED_TEMPERATURE = re.compile(
+    rf"\b(?:(thirty|forty)(?: ({_UNITS}))?|(?:(?:a|one) )?hundred(?: and)?(?: ({_UNITS}|ten))?|(\d{{2,3}}))"
+    rf"(?: point (zero|{_UNITS}|\d)| and a half)?\b"
 )
 TEMPERATURE_CONTEXT = re.compile(
     r"\b(temp\w*|fever\w*|febrile|thermometer|degrees?|running|celsius|fahrenheit|shiver\w*|chills|burning up|t)\b"
@@ -134,6 +162,10 @@ class TriageEngine:
         self.fever_c = protocol.parameter("fever_celsius")
         self.high_fever_c = protocol.parameter("urgent_fever_celsius")
         self.delayed_window = protocol.int_parameter("delayed_reaction_window_days")
+        reported = triage.platelets
+        rule = reported.below_rule if reported else None
+        below = [f.value for f in protocol.findings if f.id == rule and isinstance(f, Below)]
+        self.low_platelets = (reported.low_sign, below[0]) if reported and below else None
         self._cache: dict[tuple[str, int | None], TriageResult] = {}
         self.actions = {ae.condition: ae.action for ae in protocol.adverse_effects if ae.action}
 
@@ -286,14 +318,21 @@ class TriageEngine:
 
     def _temperature_signs(self, text: str) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
+        text = SPELLED_TEMPERATURE.sub(_in_digits, text)
         anywhere = TEMPERATURE_CONTEXT.search(text) is not None
         for sentence in re.split(r"[.!?;](?=\s|$)|\n", text):
             for match in TEMPERATURE.finditer(sentence):
                 value = float(match.group(1).replace("_", "."))
                 unit = (match.group(2) or "").lower()
                 # A whole number needs its context in its own sentence ("I'm 39" is an age); a
-                # reading with decimals ("39.8") anywhere in the message.
-                has_context = unit or TEMPERATURE_CONTEXT.search(sentence) or ("_" in match.group(1) and anywhere)
+                # reading with decimals ("39.8") anywhere in the message, or none at all when its
+                # sentence does not say it measures something else ("38.4 this morning").
+                decimals = "_" in match.group(1)
+                has_context = (
+                    unit
+                    or TEMPERATURE_CONTEXT.search(sentence)
+                    or (decimals and (anywhere or not MEASURE_CONTEXT.search(sentence)))
+                )
                 if not has_context:
                     continue
                 celsius = (value - 32) * 5 / 9 if unit.startswith("f") or (not unit and value >= 90) else value
@@ -304,6 +343,25 @@ class TriageEngine:
                     found.append((self.protocol.triage.temperature.high_fever_sign, match.group(0).strip()))
                 elif celsius >= self.fever_c:
                     found.append((self.protocol.triage.temperature.fever_sign, match.group(0).strip()))
+        return found
+
+    def _platelet_signs(self, text: str) -> list[tuple[str, str]]:
+        """Platelet counts the patient quotes, read up to the end of the clause after the word
+        (or the next thing measured): in 10^9/L, or per microlitre ("85,000") read as such."""
+        if self.low_platelets is None:
+            return []
+        sign, below = self.low_platelets
+        found: list[tuple[str, str]] = []
+        for mention in PLATELETS.finditer(text):
+            rest = text[mention.end() : mention.end() + 80]
+            stop = PLATELETS_SCAN_END.search(rest)
+            for number in COUNT.finditer(rest[: stop.start()] if stop else rest):
+                whole, _, part = number.group(1).partition("_")
+                value = float(whole + part) if len(part) == 3 else float(f"{whole}.{part or 0}")
+                if value >= 1000:  # per microlitre (85,000 = 85 x10^9/L)
+                    value /= 1000
+                if value < below:
+                    found.append((sign, f"{mention.group(0)} {number.group(0).strip()}"))
         return found
 
     def prepare(self, text: str) -> str:
@@ -335,7 +393,7 @@ class TriageEngine:
             resolved = self._resolve(sign, days)
             if resolved:
                 hits.append(Hit(sign.id, resolved[0], resolved[1], match.group(0)))
-        for sign_id, matched in self._temperature_signs(prepared):
+        for sign_id, matched in [*self._temperature_signs(prepared), *self._platelet_signs(prepared)]:
             resolved = self._resolve(self.signs[sign_id], days)
             if resolved:
                 hits.append(Hit(sign_id, resolved[0], resolved[1], matched))
@@ -385,3 +443,22 @@ class TriageEngine:
                 parts.append(self.actions[item.condition])
                 break
         return " ".join(parts)
+
+
+def _in_digits(match: re.Match[str]) -> str:
+    """A temperature in words as digits ("thirty eight point five" -> "38_5", as DECIMAL writes
+    a decimal point); digits before "point" ("39 point 5") joined the same way."""
+    tens, unit, hundreds_unit, digits, decimal = match.groups()
+    if digits is not None:
+        if decimal is None and "half" not in match.group(0):
+            return match.group(0)
+        whole = int(digits)
+    elif tens is not None:
+        whole = (30 if tens == "thirty" else 40) + (_UNIT_VALUE[unit] if unit else 0)
+    else:
+        whole = 100 + (10 if hundreds_unit == "ten" else _UNIT_VALUE[hundreds_unit] if hundreds_unit else 0)
+    if decimal is not None:
+        return f"{whole}_{decimal if decimal.isdigit() else _UNIT_VALUE[decimal]}"
+    if "half" in match.group(0):
+        return f"{whole}_5"
+    return str(whole)

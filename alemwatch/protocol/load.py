@@ -192,6 +192,14 @@ def _cross_checks(protocol: Protocol) -> list[ProtocolProblem]:
         ref = getattr(protocol.triage.temperature, field)
         if ref not in sign_ids:
             problems.append(ProtocolProblem(f"triage.temperature.{field}", f"unknown sign {ref!r}"))
+    reported = protocol.triage.platelets
+    if reported is not None:
+        if reported.low_sign not in sign_ids:
+            problems.append(ProtocolProblem("triage.platelets.low_sign", f"unknown sign {reported.low_sign!r}"))
+        below = [f for f in protocol.findings if f.id == reported.below_rule]
+        if not below or below[0].kind != "below" or getattr(below[0], "analyte", None) != "platelets":
+            message = f"{reported.below_rule!r} is not a finding rule of kind below on platelets"
+            problems.append(ProtocolProblem("triage.platelets.below_rule", message))
     missing_levels = {"emergency", "urgent", "soon", "routine"} - set(protocol.triage.urgency_levels)
     if missing_levels:
         problems.append(ProtocolProblem("triage.urgency_levels", f"missing {sorted(missing_levels)}"))

@@ -403,6 +403,15 @@ class Temperature(Strict):
     high_fever_sign: str
 
 
+class ReportedPlatelets(Strict):
+    """A platelet count the patient quotes ("platelets were 40") is read as a number: below the
+    value of the finding rule `below_rule` (a `below` rule on platelets, so the threshold is kept
+    once) it raises `low_sign`."""
+
+    low_sign: str
+    below_rule: str
+
+
 class Triage(Strict):
     source: str
     urgency_levels: dict[Urgency, UrgencyLevel]
@@ -410,6 +419,7 @@ class Triage(Strict):
     signs: list[Sign]
     combinations: list[Combination]
     temperature: Temperature
+    platelets: ReportedPlatelets | None = None
     # Words taken out before reading (hedges that push a symptom past a phrase's gap: "my chest
     # feels a bit tight"), and lay or text-speak spellings read as the word they stand for.
     fillers: list[str] = []
