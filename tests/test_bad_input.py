@@ -558,6 +558,16 @@ FHIR_TRANSACTION_CASES: list[tuple[str, str, Any, int, str]] = [
     ("method-delete", "entry.0.request.method", "DELETE", 422, "Bundle.entry[0].request.method"),
     ("request-missing", "entry.0.request", DELETE, 422, "Bundle.entry[0].request"),
     ("url-other-type", "entry.0.request.url", "Patient", 422, "Bundle.entry[0].request.url"),
+    ("url-conditional", "entry.0.request.url", "Observation?identifier=x", 422, "Bundle.entry[0].request.url"),
+    ("if-none-exist", "entry.0.request.ifNoneExist", "identifier=x", 422, "Bundle.entry[0].request.ifNoneExist"),
+    ("if-match", "entry.0.request.ifMatch", 'W/"1"', 422, "Bundle.entry[0].request.ifMatch"),
+    (
+        "subject-other-server",
+        f"{_OBS}.subject.reference",
+        "https://ehr.example.org/fhir/Patient/p-001",
+        422,
+        "Bundle.entry[0].resource.subject.reference",
+    ),
     ("resource-type-unknown", f"{_OBS}.resourceType", "Banana", 422, "Bundle.entry[0].resource.resourceType"),
     (
         "contained-unknown-type",
@@ -608,6 +618,13 @@ FHIR_TRANSACTION_CASES: list[tuple[str, str, Any, int, str]] = [
 FHIR_PATIENT_CASES: list[tuple[str, str, Any, int, str]] = [
     ("gender-unknown", "gender", "robot", 422, "Patient.gender"),
     ("birth-date-impossible", "birthDate", "2025-13-40", 422, "Patient.birthDate"),
+    (
+        "birth-date-future",
+        "birthDate",
+        (dt.date.today() + dt.timedelta(days=400)).isoformat(),
+        422,
+        "Patient.birthDate",
+    ),
     ("unknown-element", "colour", "red", 422, "Patient.colour"),
     ("resource-type-unknown", "resourceType", "Banana", 422, "Resource.resourceType"),
     ("resource-type-other", "resourceType", "Observation", 422, "Resource.resourceType"),

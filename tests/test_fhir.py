@@ -476,6 +476,38 @@ def test_a_transaction_with_one_bad_entry_stores_nothing_and_names_the_entry_and
     assert stored(db_url) == before
 
 
+def test_a_patient_named_twice_in_one_bundle_is_refused_naming_both_entries(
+    app_client: TestClient, db_url: str
+) -> None:
+    headers = care_team(app_client, db_url)
+    before = stored(db_url)
+    twice = put_all([patient("p-two", gender="female"), lab("p-two", "777-3", 210, "10*9/L", "2025-02-01")])
+    twice["entry"].append(put_all([patient("p-two", gender="male")])["entry"][0])
+    response = post(app_client, twice, headers)
+    assert response.status_code == 422
+    body = outcome(response)
+    assert expressions(body) == ["Bundle.entry[2].resource.id"]
+    assert "Bundle.entry[0]" in body["issue"][0]["diagnostics"]
+    assert stored(db_url) == before
+
+
+def test_a_subject_on_this_server_may_be_absolute_one_on_another_server_may_not(
+    app_client: TestClient, db_url: str
+) -> None:
+    headers = care_team(app_client, db_url)
+    assert post(app_client, put_all([patient("p-abs")]), headers).status_code == 200
+    own = lab("p-abs", "777-3", 210, "10*9/L", "2025-02-01")
+    own["subject"]["reference"] = "http://testserver/fhir/Patient/p-abs"
+    assert post(app_client, put_all([own]), headers).status_code == 200
+    assert stored(db_url)["lab_results"] == 1
+    other = lab("p-abs", "777-3", 90, "10*9/L", "2025-02-02")
+    other["subject"]["reference"] = "https://ehr.example.org/fhir/Patient/p-abs"
+    response = post(app_client, put_all([other]), headers)
+    assert response.status_code == 422
+    assert expressions(outcome(response)) == ["Bundle.entry[0].resource.subject.reference"]
+    assert stored(db_url)["lab_results"] == 1
+
+
 def test_a_batch_stores_the_good_patient_and_nothing_of_the_bad_one(app_client: TestClient, db_url: str) -> None:
     headers = care_team(app_client, db_url)
     resources = [

@@ -120,7 +120,9 @@ def transaction(
 ) -> FhirResponse:
     """A transaction (all or nothing) or batch Bundle of Patient, Observation,
     MedicationAdministration, MedicationRequest, MedicationStatement, Immunization, Procedure."""
-    response, written = fhir_store.transaction_bundle(session, bundle, protocol, actor.label, dt.date.today())
+    response, written = fhir_store.transaction_bundle(
+        session, bundle, protocol, actor.label, dt.date.today(), _base(request)
+    )
     audit.record(
         session,
         actor,
@@ -154,7 +156,9 @@ def _single(
             "invalid", f"{url.split('/')[0]} takes a {url.split('/')[0]}, got a {kind}", "Resource.resourceType", 422
         )
     try:
-        response, written = fhir_store.transaction_bundle(session, bundle, protocol, actor.label, dt.date.today())
+        response, written = fhir_store.transaction_bundle(
+            session, bundle, protocol, actor.label, dt.date.today(), _base(request)
+        )
     except FhirInputError as exc:  # name the element in the resource sent, not in the Bundle made of it
         issues = [
             FhirIssue(

@@ -294,7 +294,10 @@ def _record(model: type[Any], data: dict[str, Any], place: str, fields: dict[str
 def read_patient(resource: Any, place: str) -> dict[str, Any]:
     attributes: dict[str, Any] = {"sex": resource.gender or "unknown"}
     if resource.birthDate:
-        attributes["birth_date"] = _day(resource.birthDate, f"{place}.birthDate").isoformat()
+        born = _day(resource.birthDate, f"{place}.birthDate")
+        if born > dt.date.today():
+            raise FhirInputError([FhirIssue("value", f"{born.isoformat()} is in the future", f"{place}.birthDate")])
+        attributes["birth_date"] = born.isoformat()
     ext = _extension(resource, codes.EXT_SCREENING)
     if ext is None:  # an EHR's Patient says nothing of screening: what is stored stays
         return attributes

@@ -42,6 +42,9 @@ class Parsed:
     failed_patients: dict[str, list[FhirIssue]] = field(default_factory=dict)  # a bad entry's patient: its issues
 
 
+CONDITIONAL = ("ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince")  # Bundle.entry.request
+
+
 def _entry_request(entry: dict[str, Any], place: str) -> tuple[str, str]:
     request = entry.get("request")
     if not isinstance(request, dict):
@@ -59,14 +62,26 @@ def _entry_request(entry: dict[str, Any], place: str) -> tuple[str, str]:
         )
     if not isinstance(url, str) or not url:
         raise FhirInputError([FhirIssue("required", "request.url is required", f"{place}.request.url")])
+    # Conditional create and update, and version checks, are not done here (the
+    # CapabilityStatement declares none): refused, never silently ignored. A retry needs none of
+    # them: an entry already stored is stored once (its id comes from its content).
+    conditional = [name for name in CONDITIONAL if request.get(name) is not None]
+    if "?" in url:
+        conditional.insert(0, "url")
+    if conditional:
+        message = f"conditional requests are not supported (request.{conditional[0]}); send PUT Type/id or POST Type"
+        raise FhirInputError([FhirIssue("not-supported", message, f"{place}.request.{conditional[0]}")])
     return method, url
 
 
-def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, validate: bool = True) -> Parsed:
+def read_entries(
+    entries: list[Any], protocol: Protocol, bundle: bool = True, validate: bool = True, base: str | None = None
+) -> Parsed:
     """Validate and read every entry (a Bundle's `entry` list, or bare resources when
     `bundle` is false); problems are collected, not raised, so all are reported at once.
     `validate=False` reads resources without fhir.resources (`inbound.Raw`): for an EHR's
-    data that is assessed and never stored."""
+    data that is assessed and never stored. What is stored references its patient on this
+    server: `Patient/123`, or an absolute URL under `base` (this server's FHIR base)."""
     check = inbound.validate_resource if validate else inbound.read_raw
     parsed = Parsed()
     resources: list[tuple[int, str, Any]] = []
@@ -108,6 +123,13 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
             except SHAPE_ERRORS as exc:
                 parsed.errors.append(_shape_issue(rplace, exc))
                 continue
+            if bundle and pid in parsed.new_patients:
+                # FHIR: a transaction names each resource once; two Patient entries for one id
+                # would leave which of them holds to the order of the entries.
+                first = next(k for k, (who, kind, _) in enumerate(parsed.entries) if kind == "Patient" and who == pid)
+                message = f"Patient/{pid} is also Bundle.entry[{first}]: a Bundle names each resource once"
+                parsed.errors.append(FhirIssue("duplicate", message, f"{rplace}.id"))
+                continue
             update = parsed.updates.setdefault(pid, PatientUpdate(pid))
             update.attributes.update(attributes)
             update.patient_place = rplace
@@ -121,6 +143,8 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
     for n, rplace, resource in resources:
         try:
             subject = inbound.subject_of(resource, rplace)
+            if validate:
+                _check_local(resource, rplace, base)
             if subject.startswith("urn:"):
                 if subject not in local:
                     raise FhirInputError(
@@ -157,6 +181,19 @@ def read_entries(entries: list[Any], protocol: Protocol, bundle: bool = True, va
         if subject:
             parsed.failed_patients.setdefault(local.get(subject, subject), []).append(issue)
     return parsed
+
+
+def _check_local(resource: Any, place: str, base: str | None) -> None:
+    """An absolute reference to a Patient on another server is not this registry's patient
+    of the same id: refused, never stored under it."""
+    name = "patient" if resource.get("resourceType") == "Immunization" else "subject"
+    reference = str(resource[name]["reference"])
+    if "://" not in reference:
+        return
+    if base is None or not reference.startswith(base.rstrip("/") + "/Patient/"):
+        where = f" (this server is {base})" if base else ""
+        message = f"{reference!r} is a Patient on another server{where}; reference Patient/{{id}} of this server"
+        raise FhirInputError([FhirIssue("not-supported", message, f"{place}.{name}.reference")])
 
 
 def _shape_issue(place: str, exc: Exception) -> FhirIssue:
@@ -251,13 +288,14 @@ def _lab_content(lab: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def transaction_bundle(
-    session: Session, bundle: Any, protocol: Protocol, actor_label: str, today: dt.date
+    session: Session, bundle: Any, protocol: Protocol, actor_label: str, today: dt.date, base: str | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """Process a Bundle of type transaction (all or nothing) or batch (each patient on its own).
-    Returns the response Bundle and the ids of the patients written."""
+    Returns the response Bundle and the ids of the patients written. `base`: this server's FHIR
+    base URL (absolute references under it are its own)."""
     entries = _bundle_entries(bundle)
     kind = bundle.get("type")
-    parsed = read_entries(entries, protocol)
+    parsed = read_entries(entries, protocol, base=base)
     if kind == "transaction" and parsed.errors:
         raise FhirInputError(parsed.errors, 404 if all(i.code == "not-found" for i in parsed.errors) else 422)
     failed: dict[str, list[FhirIssue]] = {}
