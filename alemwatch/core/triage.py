@@ -20,6 +20,7 @@ CACHE_SIZE = 8192
 RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
 DECIMAL = re.compile(r"(\d)[.,](\d)")  # 39.5 -> 39_5: one word, so phrases and sentences hold
 CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
+EXCEPTION = re.compile(r"\b(except|apart from|other than|besides|but)\b")  # inside a mention: its turn
 CONTRAST = re.compile(r"\b(its|it is|theyre|they are|thats|that is|instead|rather)\b")
 AFTER_CLAUSE_END = re.compile(r"[.,;!?\n()]| - ")  # after a mention, "lumps: none found" stays one clause
 SENTENCE_END = re.compile(r"[.;!?\n()]")
@@ -41,13 +42,18 @@ COUNT = re.compile(
     r"(?<![\d_])(\d{1,6}(?:_\d{1,3})?)\s*(?:k|thousand)?(?![\d_])(?!\s*(?:st|nd|rd|th|x|times|am|pm|days?|weeks?|"
     r"months?|years?|yrs?|hours?|hrs?|minutes?|mins?|o clock|oclock)\b)"
 )
+_SMALL_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven"]
+_SMALL_NUMBERS += ["twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_COUNT_WORDS = {word: n for n, word in enumerate(_SMALL_NUMBERS)} | {word: 10 * n for n, word in enumerate(_TENS, 2)}
+_COUNT_WORD = "|".join([*_COUNT_WORDS, "hundred"])
+# A count in words ("nine", "twenty five", "a hundred and twenty"), read by `_count_in_digits`.
+SPELLED_COUNT = re.compile(rf"\b(?:a (?=hundred))?(?:{_COUNT_WORD})(?:(?: and)? (?:{_COUNT_WORD}))*\b")
 PLATELETS_SCAN_END = re.compile(
     r"[.;!?\n()]|\b(?:temp\w*|fever\w*|thermometer|degrees?|hb|haemoglobin|hemoglobin|tsh|t3|t4|creatinine|"
     r"egfr|ferritin|white\w*|wbc|neutrophil\w*|lymph\w*|cd4|weigh\w*|bp|pressure|pulse|heart rate|sugars?|glucose)\b"
 )
-_UNIT_WORDS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-_UNIT_VALUE = {word: n for n, word in enumerate(["zero", *_UNIT_WORDS])}
-_UNITS = "|".join(_UNIT_WORDS)
+_UNITS = "|".join(_SMALL_NUMBERS[1:10])
 # Temperatures in words: "thirty nine", "thirty eight point five", "a hundred and two",
 # "hundred and one point five"; and "39 point 5". Only the numbers a temperature can be.
 SPELLED_TEMPERATURE = re.compile(
@@ -272,6 +278,10 @@ class TriageEngine:
             return True
         if self.post_at_end is not None and self.post_at_end.search(SENTENCE_END.split(after, maxsplit=1)[0]):
             return True
+        if EXCEPTION.search(masked, start, end):
+            # "not bleeding anywhere except my gums": the mention turns on the exception, which
+            # is what it names; a cue before it denies what comes before the turn only.
+            return False
         clause_start = 0
         for boundary in CLAUSE_END.finditer(masked, 0, start):
             clause_start = boundary.end()
@@ -353,7 +363,7 @@ class TriageEngine:
         sign, below = self.low_platelets
         found: list[tuple[str, str]] = []
         for mention in PLATELETS.finditer(text):
-            rest = text[mention.end() : mention.end() + 80]
+            rest = SPELLED_COUNT.sub(_count_in_digits, text[mention.end() : mention.end() + 80])
             stop = PLATELETS_SCAN_END.search(rest)
             for number in COUNT.finditer(rest[: stop.start()] if stop else rest):
                 whole, _, part = number.group(1).partition("_")
@@ -454,11 +464,23 @@ def _in_digits(match: re.Match[str]) -> str:
             return match.group(0)
         whole = int(digits)
     elif tens is not None:
-        whole = (30 if tens == "thirty" else 40) + (_UNIT_VALUE[unit] if unit else 0)
+        whole = (30 if tens == "thirty" else 40) + (_COUNT_WORDS[unit] if unit else 0)
     else:
-        whole = 100 + (10 if hundreds_unit == "ten" else _UNIT_VALUE[hundreds_unit] if hundreds_unit else 0)
+        whole = 100 + (10 if hundreds_unit == "ten" else _COUNT_WORDS[hundreds_unit] if hundreds_unit else 0)
     if decimal is not None:
-        return f"{whole}_{decimal if decimal.isdigit() else _UNIT_VALUE[decimal]}"
+        return f"{whole}_{decimal if decimal.isdigit() else _COUNT_WORDS[decimal]}"
     if "half" in match.group(0):
         return f"{whole}_5"
     return str(whole)
+
+
+def _count_in_digits(match: re.Match[str]) -> str:
+    """A count in words as digits ("twenty five" -> "25", "a hundred and ten" -> "110"); "one"
+    alone stays a word ("no one", "the one thing")."""
+    words = [w for w in match.group(0).split() if w not in ("a", "and")]
+    if words == ["one"] or words == ["zero"]:
+        return match.group(0)
+    value = 0
+    for word in words:
+        value = (value or 1) * 100 if word == "hundred" else value + _COUNT_WORDS[word]
+    return str(value)
