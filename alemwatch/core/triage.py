@@ -20,6 +20,12 @@ CACHE_SIZE = 8192
 RARE_WORD = 500  # English words seen less often than this may be typos ("hart" -> "heart")
 DECIMAL = re.compile(r"(\d)[.,](\d)")  # 39.5 -> 39_5: one word, so phrases and sentences hold
 CLAUSE_END = re.compile(r"[.,;:!?\n()]| - ")
+AUXILIARIES = frozenset({"is", "are", "was", "were", "has", "have", "had", "do", "does", "did", "been"})
+RENEWED = re.compile(
+    r"\b(until|till|til|untill|at first|this one|this time|this is|(?:but |and )?now (?:i|im|ive|its|it|there|theyre|"
+    r"covered|every|another|all|again|three|two|several|lots|loads|more|they|she|he|getting|got)|today (?:i|ive|had|"
+    r"another|its|covered|again|loads|lots)|(?:covered|everywhere) today)\b"
+)
 EXCEPTION = re.compile(r"\b(except|apart from|other than|besides|but)\b")  # inside a mention: its turn
 CONTRAST = re.compile(r"\b(its|it is|theyre|they are|thats|that is|instead|rather)\b")
 AFTER_CLAUSE_END = re.compile(r"[.,;!?\n()]| - ")  # after a mention, "lumps: none found" stays one clause
@@ -267,17 +273,24 @@ class TriageEngine:
         first_word_end = masked.find(" ", start, end)
         if first_word_end != -1:
             for cue in self.cues.finditer(masked, first_word_end, end):
-                if set(cue.group(0).split()) <= literals:
+                if set(cue.group(0).split()) - AUXILIARIES <= literals:  # "face is not symmetrical": the phrase's own
                     continue
                 rest = masked[cue.end() : end]
                 # "throat isnt sore, its swelling": the denial is of what comes before the turn.
                 if not CLAUSE_END.search(rest) and not self.terminators.search(rest) and not CONTRAST.search(rest):
                     return True
         after = masked[end : end + 60]
-        if self.post is not None and self.post.search(AFTER_CLAUSE_END.split(after, maxsplit=1)[0]):
+        clause = AFTER_CLAUSE_END.split(after, maxsplit=1)[0]
+        sentence = SENTENCE_END.split(after, maxsplit=1)[0]
+        question = after[len(sentence) : len(sentence) + 1] == "?"  # "face drooping normal?" asks
+        if not question and self.post is not None and self.post.search(clause):
             return True
-        if self.post_at_end is not None and self.post_at_end.search(SENTENCE_END.split(after, maxsplit=1)[0]):
+        if not question and self.post_at_end is not None and self.post_at_end.search(sentence):
             return True
+        if RENEWED.search(masked, start, end + len(sentence)):
+            # "never had a nosebleed until yesterday", "I don't get headaches, this one came out
+            # of nowhere": a denial of before or of the usual, about a symptom that is here now.
+            return False
         if EXCEPTION.search(masked, start, end):
             # "not bleeding anywhere except my gums": the mention turns on the exception, which
             # is what it names; a cue before it denies what comes before the turn only.
