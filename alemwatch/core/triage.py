@@ -33,13 +33,17 @@ SENTENCE_END = re.compile(r"[.;!?\n()]")
 TEMPERATURE = re.compile(
     r"(?<![\d_])(\d{2,3}(?:_\d{1,2})?)\s*(?:°|º|deg(?:rees?)?)?\s*o?(c|f|celsius|fahrenheit)?(?:ish)?(?!\w|\.\d)"
 )
-# A reading with decimals and nothing else said about it ("38.4 this morning") is taken for a
-# temperature, unless the sentence says it measures something else (a weight, a lab value, a time).
-MEASURE_CONTEXT = re.compile(
-    r"\b(kgs?|kilos?|lbs?|pounds?|stones?|grams?|mg|mcg|ml|mls|litres?|liters?|mmol|umol|units?|percent|"
-    r"hours?|hrs?|minutes?|mins?|days?|weeks?|months?|years?|yrs?|km|kms|miles?|metres?|meters?|cm|mm|"
-    r"inches|weigh\w*|bmi|platelet\w*|counts?|tsh|t3|t4|hb|haemoglobin|hemoglobin|creatinine|egfr|ferritin|"
-    r"bp|pressure|pulse|heart rate|bpm|sugars?|glucose|results?|levels?|doses?|price|cost|pay|paid)\b|%|£|\$|€"
+# A reading with decimals and nothing else said about it ("38.4 this morning", "38.5 for 2
+# days") is taken for a temperature, unless a unit of something else follows it ("38.5 kg",
+# "38.5 hours") or a thing measured comes just before it ("weigh 38.5", "platelets 38.5").
+MEASURE_UNIT = re.compile(
+    r"\s*(?:%|(?:kgs?|kilos?|lbs?|pounds?|stones?|grams?|g|mg|mcg|ml|mls|litres?|liters?|mmol|umol|units?|percent|"
+    r"hours?|hrs?|minutes?|mins?|days?|weeks?|months?|years?|yrs?|km|kms|miles?|metres?|meters?|cm|mm|inches)\b)"
+)
+MEASURED_BEFORE = re.compile(
+    r"(?:[£$€]|\b(?:weigh\w*|weight|bmi|platelet\w*|counts?|tsh|t3|t4|hb|haemoglobin|hemoglobin|creatinine|egfr|"
+    r"ferritin|bp|pressure|pulse|heart rate|bpm|sugars?|glucose|results?|levels?|doses?|price|cost|pay|paid)\W+"
+    r"(?:\w+\W+){0,2})$"
 )
 PLATELETS = re.compile(r"\b(platelet\w*|plts?)\b")
 # A quoted count: a number (not a time: "2 weeks ago") after the word, before the clause ends or
@@ -354,7 +358,7 @@ class TriageEngine:
                 has_context = (
                     unit
                     or TEMPERATURE_CONTEXT.search(sentence)
-                    or (decimals and (anywhere or not MEASURE_CONTEXT.search(sentence)))
+                    or (decimals and (anywhere or not self._measures_else(sentence, match.start(1), match.end(1))))
                 )
                 if not has_context:
                     continue
@@ -367,6 +371,11 @@ class TriageEngine:
                 elif celsius >= self.fever_c:
                     found.append((self.protocol.triage.temperature.fever_sign, match.group(0).strip()))
         return found
+
+    @staticmethod
+    def _measures_else(sentence: str, start: int, end: int) -> bool:
+        """Whether the number at start:end measures something other than a temperature."""
+        return bool(MEASURE_UNIT.match(sentence, end) or MEASURED_BEFORE.search(sentence[max(0, start - 40) : start]))
 
     def _platelet_signs(self, text: str) -> list[tuple[str, str]]:
         """Platelet counts the patient quotes, read up to the end of the clause after the word
