@@ -1105,14 +1105,7 @@ def test_a_single_create_for_a_patient_whose_id_cannot_lead_a_fhir_id_answers_th
         "/fhir/Patient", json={"resourceType": "Patient", "id": patient_id, "gender": "female"}, headers=headers
     )
     assert created.status_code == 201, created.text
-    observation = {
-        "resourceType": "Observation",
-        "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "777-3"}]},
-        "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": "2025-01-02",
-        "valueQuantity": {"value": 150, "unit": "10*9/L", "system": "http://unitsofmeasure.org", "code": "10*9/L"},
-    }
+    observation = lab(patient_id, "777-3", 150, "10*9/L", "2025-01-02")
     answer = app_client.post("/fhir/Observation", json=observation, headers=headers)
     assert answer.status_code == 201, answer.text
     body = answer.json()

@@ -587,8 +587,13 @@ READERS = {
 }
 
 
+def subject_element(resource: dict[str, Any]) -> str:
+    """The element that names the resource's patient."""
+    return "patient" if resource.get("resourceType") == "Immunization" else "subject"
+
+
 def subject_of(resource: dict[str, Any], place: str) -> str:
-    name = "patient" if resource.get("resourceType") == "Immunization" else "subject"
+    name = subject_element(resource)
     return reference_id(resource.get(name), f"{place}.{name}")
 
 

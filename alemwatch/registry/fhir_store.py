@@ -186,7 +186,7 @@ def read_entries(
 def _check_local(resource: Any, place: str, base: str | None) -> None:
     """An absolute reference to a Patient on another server is not this registry's patient
     of the same id: refused, never stored under it."""
-    name = "patient" if resource.get("resourceType") == "Immunization" else "subject"
+    name = inbound.subject_element(resource)
     reference = str(resource[name]["reference"])
     if "://" not in reference:
         return
