@@ -12,7 +12,9 @@ checks falls in two parts:
 - every primitive *value* against the FHIR type its model gives that element (id, code,
   dateTime, decimal, uri...): fhir.resources' own annotated types, each checked alone.
 
-So a shape fhir.resources has accepted once is accepted again, and what is left to check is
+(fhir.resources has no validator that reads one element's value beside another's: its model
+validators are the structural ones above.) So a shape fhir.resources has accepted once is
+accepted again, and what is left to check is
 each value, with the same fhir.resources type the model would check it with (through a
 pydantic TypeAdapter). `validate` does exactly that: a resource whose shape was accepted
 before has its values checked one by one; any other resource (a new shape, one that cannot be
@@ -33,7 +35,7 @@ from pydantic import TypeAdapter, ValidationError
 from alemwatch.fhir.models import model_for
 
 MAX_SHAPES = 4096  # distinct shapes remembered; beyond it the memory is cleared and refilled
-MAX_VALUES = 200_000  # (type, value) pairs remembered as valid
+MAX_VALUES = 50_000  # (type, value) pairs remembered as valid (codes, systems, units repeat)
 
 _OPEN, _CLOSE = object(), object()  # markers in a shape: an object starts and ends
 _NEW = object()  # a shape not seen yet
