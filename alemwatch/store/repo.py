@@ -11,9 +11,9 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Boolean, Date, DateTime, Float, Integer, Select, String, Table, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -144,6 +144,42 @@ def insert_ignore(session: Session, model: type[m.Base], rows: Sequence[dict[str
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+COPY_TYPES = (String, Date, Float, Integer, Boolean, DateTime)  # what COPY's text format takes as psycopg writes it
+
+
+def insert_new(session: Session, model: type[m.Base], rows: Sequence[dict[str, Any]]) -> None:
+    """Insert the records of a patient whose row this transaction created: none of them can be
+    stored already (every record references its patient, and no other transaction sees the new
+    patient row before this one commits), so on PostgreSQL they go in by one COPY instead of a
+    statement a record. A record given twice is stored once, the first (as `insert_ignore`)."""
+    table = cast(Table, model.__table__)
+    if session.get_bind().dialect.name != "postgresql" or not all(isinstance(c.type, COPY_TYPES) for c in table.c):
+        insert_ignore(session, model, rows)
+        return
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        first.setdefault(row["id"], row)
+    if not first:
+        return
+    # The columns given, and those with a default that the ORM would fill in (as an insert does).
+    columns = [c for c in table.c if c.name in rows[0] or c.default is not None]
+    fill = {c.name: _default(c) for c in columns if c.default is not None}
+    names = ", ".join(f'"{c.name}"' for c in columns)
+    session.flush()  # anything the ORM holds goes first (the COPY is not the ORM's)
+    driver = session.connection().connection.driver_connection  # psycopg's own connection
+    assert driver is not None
+    cursor = driver.cursor()
+    with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN') as copy:
+        for row in first.values():
+            copy.write_row([row[c.name] if c.name in row else fill.get(c.name) for c in columns])
+
+
+def _default(column: Any) -> Any:
+    """A column's Python-side default, as the ORM computes it for an insert."""
+    default = column.default
+    return default.arg(None) if default.is_callable else default.arg
+
+
 def upsert_child(
     session: Session, model: type[m.Base], rows: Sequence[dict[str, Any]], update_cols: Sequence[str]
 ) -> None:
@@ -204,6 +240,7 @@ def save_patient_file(
             dialect_insert(session, m.Patient)
             .values(id=patient.id, **attributes)
             .on_conflict_do_nothing(index_elements=["id"])
+            .execution_options(preserve_rowcount=True)  # (SQLAlchemy keeps an INSERT's rowcount only when asked)
         )
         created = getattr(inserted, "rowcount", 0) == 1
         row = lock_patient(session, patient.id)
@@ -227,6 +264,8 @@ def save_patient_file(
         if model is m.Infusion or model is m.Prophylaxis:
             columns = [c for c in rows[0] if c not in ("patient_id", "id")] if rows else []
             upsert_child(session, model, rows, columns)  # these records can change (a stop date)
+        elif created:
+            insert_new(session, model, rows)
         else:
             insert_ignore(session, model, [r for r in rows if r["id"] not in known])
     mark_changed(session, patient.id)
