@@ -59,7 +59,7 @@ def _shape(value: dict[str, Any], tokens: list[Any], leaves: list[Any]) -> None:
             tokens.append(_CLOSE)
         elif kind is list:
             tokens.append(len(item))
-            for element in item:
+            for element in item:  # (walked here, as the object above: this runs for every resource received)
                 element_kind = type(element)
                 if element_kind is dict:
                     tokens.append(_OPEN)
