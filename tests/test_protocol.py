@@ -61,6 +61,7 @@ def _broken_copy(tmp_path: Path) -> Path:
     data["triage"]["signs"][0]["phrases"].append("(unbalanced")  # bad phrase
     data["triage"]["combinations"][0]["all_of"][0].append("triage.nonexistent")  # dangling reference
     data["triage"]["platelets"]["below_rule"] = "thyroid_tsh_low"  # not a platelet threshold
+    data["triage"]["heart_rate"] = {"fast_sign": "triage.racing", "at_least_parameter": "pulse_limit"}  # neither exists
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     return path
@@ -87,6 +88,7 @@ def test_a_broken_protocol_reports_every_error_with_its_location(tmp_path: Path)
     assert any(loc.startswith("triage.signs[0].phrases[") for loc in locations)
     assert "triage.combinations[0].all_of" in locations
     assert "triage.platelets.below_rule" in locations
+    assert {"triage.heart_rate.fast_sign", "triage.heart_rate.at_least_parameter"} <= set(locations)
 
 
 def test_protocol_check_command_lists_problems_and_exits_1(tmp_path: Path) -> None:

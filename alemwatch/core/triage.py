@@ -63,6 +63,15 @@ PLATELETS_SCAN_END = re.compile(
     r"[.;!?\n()]|\b(?:temp\w*|fever\w*|thermometer|degrees?|hb|haemoglobin|hemoglobin|tsh|t3|t4|creatinine|"
     r"egfr|ferritin|white\w*|wbc|neutrophil\w*|lymph\w*|cd4|weigh\w*|bp|pressure|pulse|heart rate|sugars?|glucose)\b"
 )
+# A heart rate the patient quotes: after the word, up to the end of the clause or the next thing
+# measured ("pulse 120", "resting heart rate is 115", "hr 130 on my watch"), or a number before
+# its unit ("130 bpm", "a hundred and twenty beats a minute").
+HEART_RATE = re.compile(r"\b(?:(?:resting )?(?:heart ?rate|heart ?beat|pulse(?! ?ox\w*)|hr)|bpm)\b")
+BEATS = re.compile(r"(?<![\d_])(\d{2,3})\s*(?:bpm|beats? (?:a|per|each) (?:minute|min)|beats?/min)\b")
+HEART_RATE_SCAN_END = re.compile(
+    r"[.;!?\n()%]|\b(?:temp\w*|fever\w*|thermometer|degrees?|platelet\w*|plts?|hb|haemoglobin|hemoglobin|tsh|t3|t4|"
+    r"creatinine|egfr|ferritin|wbc|cd4|weigh\w*|bp|blood pressure|pressure|sugars?|glucose|sats?|oxygen|o2|spo2)\b"
+)
 _UNITS = "|".join(_SMALL_NUMBERS[1:10])
 # Temperatures in words: "thirty nine", "thirty eight point five", "a hundred and two",
 # "hundred and one point five"; and "39 point 5". Only the numbers a temperature can be.
@@ -182,6 +191,8 @@ class TriageEngine:
         rule = reported.below_rule if reported else None
         below = [f.value for f in protocol.findings if f.id == rule and isinstance(f, Below)]
         self.low_platelets = (reported.low_sign, below[0]) if reported and below else None
+        rate = triage.heart_rate
+        self.fast_heart = (rate.fast_sign, protocol.parameter(rate.at_least_parameter)) if rate else None
         self._cache: dict[tuple[str, int | None], TriageResult] = {}
         self.actions = {ae.condition: ae.action for ae in protocol.adverse_effects if ae.action}
 
@@ -396,6 +407,22 @@ class TriageEngine:
                     found.append((sign, f"{mention.group(0)} {number.group(0).strip()}"))
         return found
 
+    def _heart_rate_signs(self, text: str) -> list[tuple[str, str]]:
+        """Heart rates the patient quotes, per minute, at or above the protocol's fast rate."""
+        if self.fast_heart is None:
+            return []
+        sign, fast = self.fast_heart
+        text = SPELLED_COUNT.sub(_count_in_digits, text)
+        quoted = [(m.group(0), float(m.group(1))) for m in BEATS.finditer(text)]
+        for mention in HEART_RATE.finditer(text):
+            rest = text[mention.end() : mention.end() + 60]
+            stop = HEART_RATE_SCAN_END.search(rest)
+            for number in COUNT.finditer(rest[: stop.start()] if stop else rest):
+                whole = number.group(1).partition("_")[0]
+                quoted.append((f"{mention.group(0)} {number.group(0).strip()}", float(whole)))
+        # (30-250: what a heart can beat; outside it the number is something else)
+        return [(sign, said) for said, value in quoted if 30 <= value <= 250 and value >= fast]
+
     def prepare(self, text: str) -> str:
         """The text as the phrases read it: normalised, decimals kept whole, lay spellings and
         slips read as the words they stand for, hedging words taken out."""
@@ -425,7 +452,8 @@ class TriageEngine:
             resolved = self._resolve(sign, days)
             if resolved:
                 hits.append(Hit(sign.id, resolved[0], resolved[1], match.group(0)))
-        for sign_id, matched in [*self._temperature_signs(prepared), *self._platelet_signs(prepared)]:
+        measured = [*self._temperature_signs(prepared), *self._platelet_signs(prepared)]
+        for sign_id, matched in [*measured, *self._heart_rate_signs(prepared)]:
             resolved = self._resolve(self.signs[sign_id], days)
             if resolved:
                 hits.append(Hit(sign_id, resolved[0], resolved[1], matched))

@@ -200,6 +200,13 @@ def _cross_checks(protocol: Protocol) -> list[ProtocolProblem]:
         if not below or below[0].kind != "below" or getattr(below[0], "analyte", None) != "platelets":
             message = f"{reported.below_rule!r} is not a finding rule of kind below on platelets"
             problems.append(ProtocolProblem("triage.platelets.below_rule", message))
+    rate = protocol.triage.heart_rate
+    if rate is not None:
+        if rate.fast_sign not in sign_ids:
+            problems.append(ProtocolProblem("triage.heart_rate.fast_sign", f"unknown sign {rate.fast_sign!r}"))
+        if rate.at_least_parameter not in protocol.parameters:
+            message = f"{rate.at_least_parameter!r} is not a parameter of this protocol"
+            problems.append(ProtocolProblem("triage.heart_rate.at_least_parameter", message))
     missing_levels = {"emergency", "urgent", "soon", "routine"} - set(protocol.triage.urgency_levels)
     if missing_levels:
         problems.append(ProtocolProblem("triage.urgency_levels", f"missing {sorted(missing_levels)}"))

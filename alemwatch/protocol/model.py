@@ -412,6 +412,14 @@ class ReportedPlatelets(Strict):
     below_rule: str
 
 
+class ReportedHeartRate(Strict):
+    """A heart rate the patient quotes ("resting heart rate 115", "pulse 120", "130 bpm") is read
+    as a number: at or above the protocol parameter `at_least_parameter` it raises `fast_sign`."""
+
+    fast_sign: str
+    at_least_parameter: str
+
+
 class Triage(Strict):
     source: str
     urgency_levels: dict[Urgency, UrgencyLevel]
@@ -420,6 +428,7 @@ class Triage(Strict):
     combinations: list[Combination]
     temperature: Temperature
     platelets: ReportedPlatelets | None = None
+    heart_rate: ReportedHeartRate | None = None
     # Words taken out before reading (hedges that push a symptom past a phrase's gap: "my chest
     # feels a bit tight"), and lay or text-speak spellings read as the word they stand for.
     fillers: list[str] = []
