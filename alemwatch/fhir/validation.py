@@ -30,7 +30,7 @@ import typing
 from typing import Any
 
 from fhir_core.types import FhirBase, FhirElementOrResourceBase
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from alemwatch.fhir.models import model_for
 
@@ -193,7 +193,7 @@ def _values_valid(checks: tuple[TypeAdapter[Any], ...], leaves: list[Any]) -> bo
             continue
         try:
             adapter.validate_python(value)
-        except (ValidationError, ValueError, TypeError):
+        except Exception:  # noqa: BLE001 - whatever it is, the full model decides and says why
             return False
         if len(valid) >= MAX_VALUES:
             valid.clear()
