@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,11 @@ NEGATIONS = [
 )
 def test_adding_a_negation_never_raises_urgency(entry: dict[str, Any], form: str, prefix: str) -> None:
     text = entry["text"]
+    # "not breathing ..." is itself an emergency (someone not breathing), whatever follows it; and
+    # a text that opens with a denial of its own ("not had a headache before this, now ...") would
+    # read as a double negation.
+    assume(not (form == "not {}" and text.lower().startswith("breathing")))
+    assume(not re.match(r"(not|no|never|without|nothing|none|dont|don't|didnt|didn't|havent|haven't)\b", text.lower()))
     days = entry.get("days_since_infusion")
     plain = ENGINE.triage(prefix + text, days).urgency
     negated = ENGINE.triage(prefix + form.format(text), days).urgency
