@@ -133,14 +133,19 @@ NEGATIONS = [
 )
 def test_adding_a_negation_never_raises_urgency(entry: dict[str, Any], form: str, prefix: str) -> None:
     text = entry["text"]
-    # "not breathing ..." is itself an emergency (someone not breathing), whatever follows it; and
-    # a text that opens with a denial of its own ("not had a headache before this, now ...") would
+    # A text that opens with a denial of its own ("not had a headache before this, now ...") would
     # read as a double negation.
-    assume(not (form == "not {}" and text.lower().startswith("breathing")))
     assume(not re.match(r"(not|no|never|without|nothing|none|dont|don't|didnt|didn't|havent|haven't)\b", text.lower()))
     days = entry.get("days_since_infusion")
-    plain = ENGINE.triage(prefix + text, days).urgency
-    negated = ENGINE.triage(prefix + form.format(text), days).urgency
+    plain_text, negated_text = prefix + text, prefix + form.format(text)
+    # Where the form's own words make a symptom with the text's first words ("no air" in "no air
+    # hunger", "not breathing" in "not breathing is harder"), that is a new mention, not a denial.
+    form_words = {w.replace("'", "") for w in re.findall(r"[a-z']+", form.replace("{}", " ").lower())}
+    before = {hit.matched for hit in ENGINE.hits(plain_text, days)[0]}
+    made = {hit.matched for hit in ENGINE.hits(negated_text, days)[0]} - before
+    assume(not any(set(matched.split()) & form_words for matched in made))
+    plain = ENGINE.triage(plain_text, days).urgency
+    negated = ENGINE.triage(negated_text, days).urgency
     assert _rank(negated) <= _rank(plain)
 
 
