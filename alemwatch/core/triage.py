@@ -72,6 +72,7 @@ HEART_RATE_SCAN_END = re.compile(
     r"[.;!?\n()%]|\b(?:temp\w*|fever\w*|thermometer|degrees?|platelet\w*|plts?|hb|haemoglobin|hemoglobin|tsh|t3|t4|"
     r"creatinine|egfr|ferritin|wbc|cd4|weigh\w*|bp|blood pressure|pressure|sugars?|glucose|sats?|oxygen|o2|spo2)\b"
 )
+OF_WORD = re.compile(r"\s+of\b")
 _UNITS = "|".join(_SMALL_NUMBERS[1:10])
 # Temperatures in words: "thirty nine", "thirty eight point five", "a hundred and two",
 # "hundred and one point five"; and "39 point 5". Only the numbers a temperature can be.
@@ -362,6 +363,8 @@ class TriageEngine:
             for match in TEMPERATURE.finditer(sentence):
                 value = float(match.group(1).replace("_", "."))
                 unit = (match.group(2) or "").lower()
+                if unit == "f" and OF_WORD.match(sentence, match.end(1)):
+                    unit = ""  # "40 of fever": the word "of", not 40 °F
                 # A whole number needs its context in its own sentence ("I'm 39" is an age); a
                 # reading with decimals ("39.8") anywhere in the message, or none at all when its
                 # sentence does not say it measures something else ("38.4 this morning").
