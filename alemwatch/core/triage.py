@@ -455,8 +455,8 @@ class TriageEngine:
             resolved = self._resolve(sign, days)
             if resolved:
                 hits.append(Hit(sign.id, resolved[0], resolved[1], match.group(0)))
-        measured = [*self._temperature_signs(prepared), *self._platelet_signs(prepared)]
-        for sign_id, matched in [*measured, *self._heart_rate_signs(prepared)]:
+        measured = (self._temperature_signs, self._platelet_signs, self._heart_rate_signs)
+        for sign_id, matched in [found for reader in measured for found in reader(prepared)]:
             resolved = self._resolve(self.signs[sign_id], days)
             if resolved:
                 hits.append(Hit(sign_id, resolved[0], resolved[1], matched))
